@@ -1,0 +1,104 @@
+"""`Rules`: an ordered list of (path regex, initializer) applied to a whole param tree.
+
+First match wins; unmatched leaves keep their value. Each leaf's key is
+`fold_in(key, stable_hash(path))`, so a param's init depends only on the key and its own
+path: not on tree order, on other params, or on the device count.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from initlab.init import tree as tree_lib
+from initlab.init.registry import LayoutInitializer
+from initlab.init.specs import LayoutError, ParamSpec, infer_role, infer_spec
+
+
+def path_hash(path: str) -> int:
+  """A stable 31-bit hash of a param path (sha256; independent of Python's hash seed)."""
+  return int.from_bytes(hashlib.sha256(path.encode()).digest()[:4], "little") & 0x7FFFFFFF
+
+
+def leaf_key(key: jax.Array, path: str) -> jax.Array:
+  return jax.random.fold_in(key, path_hash(path))
+
+
+class Rules:
+  """Applies `(regex, initializer)` rules to every leaf of a param tree.
+
+  Args:
+    rules: `(pattern, init)` pairs; `pattern` must `re.fullmatch` the leaf path
+      ('blocks/0/attn/query/kernel'). `init` is a `(key, shape, dtype)` initializer; a
+      `LayoutInitializer` (anything from `initlab.init`) is bound to the leaf's `ParamSpec`
+      so its fans are right for Dense, Conv, attention and stacked kernels.
+    roles: if given, only leaves with these roles ('kernel', 'bias', 'embedding',
+      'norm_scale', 'norm_offset') are candidates; leaves whose role is unknown are skipped.
+    specs: `{pattern: ParamSpec}` overrides for params whose layout cannot be inferred.
+    strict: every pattern must match at least one candidate leaf.
+
+  `rules(key, params, ctx=None)` returns a tree of the same structure (NNX state, Linen
+  variables or plain dict). On an abstract tree (ShapeDtypeStructs), matched leaves come
+  back as arrays: that is how sharded init materializes params under `jax.jit`.
+  """
+
+  def __init__(self, rules: Sequence[tuple[str, Callable]], *, roles: Sequence[str] | None = None,
+               specs: Mapping[str, ParamSpec] | None = None, strict: bool = True):
+    self.rules = [(re.compile(p), init) for p, init in rules]
+    self.roles = tuple(roles) if roles is not None else None
+    self.specs = [(re.compile(p), s) for p, s in (specs or {}).items()]
+    self.strict = strict
+
+  def spec(self, leaf: tree_lib.Leaf) -> ParamSpec:
+    for pattern, spec in self.specs:
+      if pattern.fullmatch(leaf.path):
+        return spec
+    return infer_spec(leaf.path, leaf.shape, leaf.names)
+
+  def _candidate(self, leaf) -> bool:
+    if self.roles is None:
+      return True
+    if any(p.fullmatch(leaf.path) for p, _ in self.specs):
+      return self.spec(leaf).role in self.roles
+    try:
+      return infer_role(leaf.path) in self.roles
+    except LayoutError:
+      return False
+
+  def match(self, path: str) -> Callable | None:
+    for pattern, init in self.rules:
+      if pattern.fullmatch(path):
+        return init
+    return None
+
+  def __call__(self, key: jax.Array, params: Any, ctx: Any = None) -> Any:
+    del ctx
+    all_leaves = tree_lib.leaves(params)
+    candidates = {l.path for l in all_leaves if self._candidate(l)}
+    if self.strict:
+      for pattern, _ in self.rules:
+        if not any(pattern.fullmatch(p) for p in candidates):
+          shown = sorted(candidates)[:8]
+          raise ValueError(
+              f"init rule {pattern.pattern!r} matched no param (roles={self.roles}); "
+              f"params look like: {shown}{' ...' if len(candidates) > 8 else ''}")
+
+    def visit(leaf: tree_lib.Leaf):
+      init = self.match(leaf.path) if leaf.path in candidates else None
+      if init is None:
+        return leaf.value
+      if isinstance(init, LayoutInitializer) and not init.layout_fixed:
+        init = init.bind(self.spec(leaf))
+      value = init(leaf_key(key, leaf.path), leaf.shape, leaf.value.dtype)
+      if tuple(value.shape) != leaf.shape:
+        raise ValueError(f"initializer for {leaf.path!r} returned shape {value.shape}, expected {leaf.shape}")
+      return jnp.asarray(value, leaf.value.dtype)
+
+    return tree_lib.map_leaves(visit, params)
+
+  def __repr__(self):
+    body = ", ".join(f"({p.pattern!r}, {i!r})" for p, i in self.rules)
+    return f"Rules([{body}], roles={self.roles})"
