@@ -47,3 +47,4 @@ xavier_normal = _layout_aware("xavier_normal")
 xavier_uniform = _layout_aware("xavier_uniform")
 zero = _layout_aware("zero")
 zeros = _layout_aware("zeros")
+from initlab.init.sharded import abstract_model, create_sharded, make_mesh, sharded_init, state_shardings
