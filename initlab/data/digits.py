@@ -1,0 +1,78 @@
+"""TFDS builder for scikit-learn's bundled 8x8 handwritten digits (offline).
+
+1797 grey-scale images of the digits 0..9 (the UCI optical-recognition test
+set), read from the copy shipped with scikit-learn: no download.
+
+Split (fixed, no random numbers involved): within each class, the samples are
+taken in scikit-learn's order and every 5th one (positions 4, 9, 14, ... of
+that class) goes to `test`, the rest to `train`. This gives a stratified
+split of 1442 train / 355 test examples that is the same on every machine.
+
+Features:
+  image: uint8 (8, 8, 1), raw pixel counts in 0..16 (not 0..255); the input
+    pipeline scales them to float32 [0, 1] by dividing by 16.
+  label: ClassLabel(num_classes=10), int64.
+Examples keep scikit-learn's order within each split.
+"""
+import numpy as np
+import tensorflow_datasets as tfds
+
+MAX_PIXEL = 16
+TEST_EVERY = 5
+
+
+def split_indices(labels: np.ndarray) -> dict[str, np.ndarray]:
+  """Returns sorted int64 index arrays {'train': ..., 'test': ...}.
+
+  Args:
+    labels: int (N,) class labels in the dataset's canonical order.
+  """
+  labels = np.asarray(labels)
+  rank_in_class = np.empty(len(labels), np.int64)
+  for c in np.unique(labels):
+    members = np.flatnonzero(labels == c)
+    rank_in_class[members] = np.arange(len(members))
+  is_test = rank_in_class % TEST_EVERY == TEST_EVERY - 1
+  return {'train': np.flatnonzero(~is_test), 'test': np.flatnonzero(is_test)}
+
+
+def _load():
+  from sklearn import datasets  # pylint: disable=g-import-not-at-top
+  bunch = datasets.load_digits()
+  images = bunch.images.astype(np.uint8)[..., None]
+  return images, bunch.target.astype(np.int64)
+
+
+class Digits(tfds.core.GeneratorBasedBuilder):
+  """scikit-learn's 8x8 digits with a fixed stratified 80/20 split."""
+
+  name = 'initlab_digits'
+  VERSION = tfds.core.Version('1.0.0')
+  RELEASE_NOTES = {'1.0.0': 'Initial release.'}
+  # Nothing to download; also skips TFDS's lookup of a checksums file, which
+  # needs the undeclared `importlib_resources` package for packaged builders.
+  url_infos = None
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return self.dataset_info_from_configs(
+        description=__doc__,
+        features=tfds.features.FeaturesDict({
+            'image': tfds.features.Tensor(shape=(8, 8, 1), dtype=np.uint8),
+            'label': tfds.features.ClassLabel(num_classes=10),
+        }),
+        supervised_keys=('image', 'label'),
+        homepage='https://archive.ics.uci.edu/dataset/80',
+        disable_shuffling=True,
+    )
+
+  def _split_generators(self, dl_manager):
+    del dl_manager
+    images, labels = _load()
+    return {
+        split: self._generate_examples(images, labels, idx)
+        for split, idx in split_indices(labels).items()
+    }
+
+  def _generate_examples(self, images, labels, indices):
+    for i in indices:
+      yield int(i), {'image': images[i], 'label': labels[i]}
