@@ -1,0 +1,73 @@
+"""Fully connected classifier on flattened images.
+
+    model = MLP(input_shape=(8, 8, 1), depth=3, width=256, activation='tanh',
+                num_classes=10, rngs=nnx.Rngs(0))
+    logits = model(images)        # (B, 8, 8, 1) -> (B, 10)
+
+`depth` counts the hidden Dense+activation layers; the output layer `head` comes on
+top (depth=0 is a linear classifier). Hidden kernels alternate their logical names
+('embed', 'mlp'), ('mlp', 'embed'), ... so that consecutive layers never map the same
+mesh axis twice; the head kernel is (…, 'classes').
+"""
+from __future__ import annotations
+
+import math
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from initlab.models import layers
+
+
+def default_config() -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(dict(
+      name='mlp',
+      input_shape=(32, 32, 3),  # (H, W, C) of one image; flattened to H*W*C features.
+      depth=2,                  # Number of hidden Dense+activation layers.
+      width=256,
+      activation='relu',        # One of layers.ACTIVATIONS.
+      use_bias=True,
+      num_classes=10,
+      dtype='float32',
+      param_dtype='float32',
+  ))
+
+
+def _flatten(x: jax.Array) -> jax.Array:
+  return x.reshape(x.shape[0], -1)
+
+
+class MLP(nnx.Module):
+  """(B, H, W, C) images (or (B, features)) -> (B, num_classes) logits."""
+
+  def __init__(self, *, input_shape, depth, width, activation, use_bias, num_classes, dtype,
+               param_dtype, rngs: nnx.Rngs):
+    if depth < 0 or width < 1:
+      raise ValueError(f'mlp: depth={depth} must be >= 0 and width={width} >= 1')
+    self.activation_fn = layers.activation(activation)
+    kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs, use_bias=use_bias)
+    names = ('embed', 'mlp')
+    hidden, features = [], math.prod(input_shape)
+    for _ in range(depth):
+      hidden.append(layers.dense(features, width, names, **kw))
+      names, features = names[::-1], width
+    self.hidden = nnx.List(hidden)
+    self.head = layers.dense(features, num_classes, (names[0], 'classes'), **kw)
+
+  def stages(self, train: bool = False):
+    """[('hidden/i', flatten -> Dense -> act) for each hidden layer] + [('head', Dense)]."""
+    del train  # No train-dependent layers.
+    out = [(f'hidden/{i}', lambda x, l=layer: self.activation_fn(l(_flatten(x))))
+           for i, layer in enumerate(self.hidden)]
+    return out + [('head', lambda x: self.head(_flatten(x)).astype(jnp.float32))]
+
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    for _, stage in self.stages(train):
+      x = stage(x)
+    return x
+
+  def init_hints(self) -> dict:
+    return dict(depth=len(self.hidden) + 1, classifier=r'head/kernel', residual_final=None,
+                num_branches=0, branch_layers=0)

@@ -1,0 +1,169 @@
+"""CIFAR-style ResNet (He et al. 2016, §4.2): resnet20/32/56/110/...
+
+    model = ResNet(depth=20, width=1.0, norm='batch', input_shape=(32, 32, 3),
+                   num_classes=10, rngs=nnx.Rngs(0))
+    logits = model(images, train=True)   # (B, H, W, 3) -> (B, 10)
+
+Layout: stem 3x3 conv (16w) -> 3 stages of n = (depth - 2) / 6 basic blocks with 16w,
+32w, 64w channels (stride 2 at the first block of stages 2 and 3) -> global average
+pool -> Dense head. A basic block is relu(x' + bn(conv(relu(bn(conv(x)))))).
+
+Shortcut: 'option A' of the paper, parameter free: where a block halves the resolution
+and widens the channels, the identity is subsampled with stride 2 and zero-padded in
+the channel axis. So the params are the convs, norms and head only:
+ResNet-20 has 269,722 params at width 1 with 10 classes (see `param_count`).
+
+norm='none' drops the BatchNorms and gives every conv a bias (for Fixup-style and
+other normalization-free init studies).
+"""
+from __future__ import annotations
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from initlab.models import layers
+
+NORMS = ('batch', 'none')
+BASE_WIDTHS = (16, 32, 64)
+
+
+def default_config() -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(dict(
+      name='resnet',
+      depth=20,                 # 6n + 2: 20, 32, 44, 56, 110, ...
+      width=1.0,                # Channel multiplier: stage widths round(16w, 32w, 64w).
+      norm='batch',             # One of NORMS.
+      input_shape=(32, 32, 3),  # (H, W, C); only C is used (the net is fully convolutional).
+      num_classes=10,
+      dtype='float32',
+      param_dtype='float32',
+  ))
+
+
+def blocks_per_stage(depth: int) -> int:
+  if depth < 8 or (depth - 2) % 6:
+    raise ValueError(f'resnet: depth={depth} must be 6n + 2 with n >= 1 (20, 32, 44, 56, 110, ...)')
+  return (depth - 2) // 6
+
+
+def stage_widths(width: float) -> tuple[int, ...]:
+  widths = tuple(int(round(b * width)) for b in BASE_WIDTHS)
+  if min(widths) < 1:
+    raise ValueError(f'resnet: width={width} gives stage widths {widths}; need >= 1 channel')
+  return widths
+
+
+def param_count(depth: int, width: float = 1.0, num_classes: int = 10, in_channels: int = 3,
+                norm: str = 'batch') -> int:
+  """Closed-form number of params of `ResNet(...)` (option-A shortcut)."""
+  n, (c1, c2, c3) = blocks_per_stage(depth), stage_widths(width)
+  per_channel = 2 if norm == 'batch' else 1  # BN (scale, bias), or else a conv bias.
+
+  def conv(cin, cout):
+    return 9 * cin * cout + per_channel * cout
+
+  total = conv(in_channels, c1)
+  for cin, cout in ((c1, c1), (c1, c2), (c2, c3)):
+    total += conv(cin, cout) + conv(cout, cout)           # First block of the stage.
+    total += (n - 1) * 2 * conv(cout, cout)               # The other blocks.
+  return total + c3 * num_classes + num_classes
+
+
+def _conv3x3(cin, cout, stride, *, use_bias, dtype, param_dtype, rngs) -> nnx.Conv:
+  """3x3 conv, kernel (3, 3, cin, cout) tagged (None, None, 'conv_in', 'conv_out')."""
+  return nnx.Conv(
+      cin, cout, (3, 3), strides=stride, padding='SAME', use_bias=use_bias, dtype=dtype,
+      param_dtype=param_dtype,
+      kernel_init=layers.partitioned(layers.default_conv_init, None, None, 'conv_in', 'conv_out'),
+      bias_init=layers.partitioned(layers.zeros_init, 'conv_out'), rngs=rngs)
+
+
+def _norm_layer(c, *, norm, dtype, param_dtype, rngs) -> nnx.BatchNorm | None:
+  if norm == 'none':
+    return None
+  return nnx.BatchNorm(c, momentum=0.9, epsilon=1e-5, dtype=dtype, param_dtype=param_dtype,
+                       scale_init=layers.partitioned(layers.ones_init, 'conv_out'),
+                       bias_init=layers.partitioned(layers.zeros_init, 'conv_out'), rngs=rngs)
+
+
+def _apply_norm(norm: nnx.BatchNorm | None, x, train: bool):
+  return x if norm is None else norm(x, use_running_average=not train)
+
+
+class ConvNorm(nnx.Module):
+  """The stem: 3x3 conv then BatchNorm (or no norm). Params: conv, norm."""
+
+  def __init__(self, cin, cout, *, norm, dtype, param_dtype, rngs):
+    self.conv = _conv3x3(cin, cout, 1, use_bias=norm == 'none', dtype=dtype,
+                         param_dtype=param_dtype, rngs=rngs)
+    self.norm = _norm_layer(cout, norm=norm, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+
+  def __call__(self, x, train: bool = False):
+    return _apply_norm(self.norm, self.conv(x), train)
+
+
+class BasicBlock(nnx.Module):
+  """(B, H, W, cin) -> (B, H/stride, W/stride, cout). Params: conv1, norm1, conv2, norm2."""
+
+  def __init__(self, cin, cout, stride, *, norm, dtype, param_dtype, rngs):
+    kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.conv1 = _conv3x3(cin, cout, stride, use_bias=norm == 'none', **kw)
+    self.norm1 = _norm_layer(cout, norm=norm, **kw)
+    self.conv2 = _conv3x3(cout, cout, 1, use_bias=norm == 'none', **kw)
+    self.norm2 = _norm_layer(cout, norm=norm, **kw)
+    self.stride, self.pad = stride, cout - cin
+
+  def __call__(self, x, train: bool = False):
+    y = jax.nn.relu(_apply_norm(self.norm1, self.conv1(x), train))
+    y = _apply_norm(self.norm2, self.conv2(y), train)
+    shortcut = x[:, ::self.stride, ::self.stride, :] if self.stride > 1 else x
+    if self.pad:  # Option A: zero channels, half on each side.
+      lo = self.pad // 2
+      shortcut = jnp.pad(shortcut, ((0, 0), (0, 0), (0, 0), (lo, self.pad - lo)))
+    return jax.nn.relu(y + shortcut)
+
+
+class Stage(nnx.Module):
+  """n basic blocks; the first one has `stride` and changes the width."""
+
+  def __init__(self, cin, cout, n, stride, **kw):
+    self.blocks = nnx.List([BasicBlock(cin if i == 0 else cout, cout, stride if i == 0 else 1, **kw)
+                            for i in range(n)])
+
+
+class ResNet(nnx.Module):
+  """(B, H, W, C) images -> (B, num_classes) logits."""
+
+  def __init__(self, *, depth, width, norm, input_shape, num_classes, dtype, param_dtype,
+               rngs: nnx.Rngs):
+    if norm not in NORMS:
+      raise ValueError(f'resnet: norm={norm!r}; valid: {NORMS}')
+    n, widths = blocks_per_stage(depth), stage_widths(width)
+    kw = dict(norm=norm, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.stem = ConvNorm(input_shape[-1], widths[0], **kw)
+    self.stage1 = Stage(widths[0], widths[0], n, 1, **kw)
+    self.stage2 = Stage(widths[0], widths[1], n, 2, **kw)
+    self.stage3 = Stage(widths[1], widths[2], n, 2, **kw)
+    self.head = layers.dense(widths[2], num_classes, ('embed', 'classes'), dtype=dtype,
+                             param_dtype=param_dtype, rngs=rngs)
+
+  def stages(self, train: bool = False):
+    """[('stem', conv-bn-relu)] + [('stageS/blocks/i', block)] + [('head', pool -> Dense)]."""
+    out = [('stem', lambda x: jax.nn.relu(self.stem(x, train)))]
+    for s, stage in enumerate((self.stage1, self.stage2, self.stage3), start=1):
+      out += [(f'stage{s}/blocks/{i}', lambda x, b=block: b(x, train))
+              for i, block in enumerate(stage.blocks)]
+    return out + [('head', lambda x: self.head(x.mean(axis=(1, 2))).astype(jnp.float32))]
+
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    for _, stage in self.stages(train):
+      x = stage(x)
+    return x
+
+  def init_hints(self) -> dict:
+    n = len(self.stage1.blocks)
+    return dict(depth=3 * n + 2, classifier=r'head/kernel',
+                residual_final=r'stage\d+/blocks/\d+/conv2/kernel', num_branches=3 * n,
+                branch_layers=2)
