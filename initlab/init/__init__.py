@@ -48,3 +48,4 @@ xavier_uniform = _layout_aware("xavier_uniform")
 zero = _layout_aware("zero")
 zeros = _layout_aware("zeros")
 from initlab.init.sharded import abstract_model, create_sharded, make_mesh, sharded_init, state_shardings
+from initlab.init import gg as _gg  # noqa: F401
