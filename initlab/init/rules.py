@@ -2,16 +2,20 @@
 
 First match wins; unmatched leaves keep their value. Each leaf's key is
 `fold_in(key, stable_hash(path))`, so a param's init depends only on the key and its own
-path: not on tree order, on other params, or on the device count.
+path: not on tree order, on other params, or on the device count. Slice i of a stacked
+(scanned) param gets `fold_in(leaf_key, i)`: it equals the same initializer run on that
+layer alone, and is generated layer by layer to keep temporaries small.
 """
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from initlab.init import tree as tree_lib
 from initlab.init.registry import LayoutInitializer
@@ -25,6 +29,26 @@ def path_hash(path: str) -> int:
 
 def leaf_key(key: jax.Array, path: str) -> jax.Array:
   return jax.random.fold_in(key, path_hash(path))
+
+
+def _per_slice(init: Callable, spec: ParamSpec, key: jax.Array, shape: tuple[int, ...], dtype):
+  """A stacked param, one slice of its batch axes at a time.
+
+  Slice i (row-major over the batch axes) gets `fold_in(key, i)` and is generated inside
+  `lax.map`, so temporaries (random bits) stay at one layer's size, also under sharding.
+  """
+  batch = spec.batch_axes
+  rest = tuple(a for a in range(len(shape)) if a not in batch)
+  renumber = lambda axes: tuple(rest.index(a) for a in axes)
+  inner = ParamSpec(spec.role, renumber(spec.in_axes), renumber(spec.out_axes))
+  if isinstance(init, LayoutInitializer) and not init.layout_fixed:
+    init = init.bind(inner)
+  inner_shape = tuple(shape[a] for a in rest)
+  n = math.prod(shape[a] for a in batch)
+  keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n))
+  slices = jax.lax.map(lambda k: init(k, inner_shape, dtype), keys)
+  slices = slices.reshape(tuple(shape[a] for a in batch) + inner_shape)
+  return jnp.transpose(slices, np.argsort(batch + rest))
 
 
 class Rules:
@@ -58,6 +82,12 @@ class Rules:
         return spec
     return infer_spec(leaf.path, leaf.shape, leaf.names)
 
+  def _spec_or_none(self, leaf) -> ParamSpec | None:
+    try:
+      return self.spec(leaf)
+    except LayoutError:
+      return None
+
   def _candidate(self, leaf) -> bool:
     if self.roles is None:
       return True
@@ -90,9 +120,13 @@ class Rules:
       init = self.match(leaf.path) if leaf.path in candidates else None
       if init is None:
         return leaf.value
-      if isinstance(init, LayoutInitializer) and not init.layout_fixed:
-        init = init.bind(self.spec(leaf))
-      value = init(leaf_key(key, leaf.path), leaf.shape, leaf.value.dtype)
+      layout = isinstance(init, LayoutInitializer) and not init.layout_fixed
+      spec = self.spec(leaf) if layout else self._spec_or_none(leaf)
+      k = leaf_key(key, leaf.path)
+      if spec is not None and spec.batch_axes:
+        value = _per_slice(init, spec, k, leaf.shape, leaf.value.dtype)
+      else:
+        value = (init.bind(spec) if layout else init)(k, leaf.shape, leaf.value.dtype)
       if tuple(value.shape) != leaf.shape:
         raise ValueError(f"initializer for {leaf.path!r} returned shape {value.shape}, expected {leaf.shape}")
       return jnp.asarray(value, leaf.value.dtype)
