@@ -1,0 +1,366 @@
+"""The config schema: every valid key with its default, and `validate(config)`.
+
+A config module starts from `default_config()` and changes what it needs:
+
+    def get_config(arg=None):
+      config = initlab.config.default_config()
+      config.model = initlab.config.model_config('mlp', depth=2, width=128)
+      config.train.steps = 300
+      return config
+
+`validate(config)` runs at the start of every run and raises `ConfigError` (a `ValueError`)
+that names the offending key, what was expected and the valid choices: unknown or mistyped
+keys, wrong value types, unknown optimizer / schedule / init scheme / model / dtype / sharding
+preset, a malformed mesh, a batch size that the data-parallel mesh axes do not divide.
+"""
+from __future__ import annotations
+
+import difflib
+import inspect
+import math
+from typing import Any, Mapping, Sequence
+
+import ml_collections
+from ml_collections import config_dict
+
+SCHEDULES = ('constant', 'cosine', 'warmup_cosine')
+DTYPES = ('float32', 'bfloat16', 'float16', 'float64')
+BATCH_AXES = ('data', 'fsdp', 'replica')  # Mesh axes that split the batch, when present.
+# Keys checked by their own rules (their schema depends on another value, or several types
+# are valid).
+_FREE_KEYS = ('model', 'init', 'optimizer.kwargs', 'sharding')
+_NOT_OPTIMIZERS = ('lbfgs', 'scale_by_learning_rate', 'scale_by_rprop')
+
+
+class ConfigError(ValueError):
+  """A config key or value that initlab cannot run with."""
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """Every top-level key a config may set, with its default (the schema)."""
+  c = ml_collections.ConfigDict()
+  c.name = ''  # Title of the run / study report.
+  # Zoo model: `name` + options of `initlab.models.default_config(name)`. Its `dtype` and
+  # `param_dtype` come from `config.dtype`.
+  c.model = ml_collections.ConfigDict({'name': 'mlp'})
+  # Init scheme: `init.name` (+ options `init.<name>.<opt>`), or a study over `init.compare`.
+  c.init = ml_collections.ConfigDict({'name': 'he_normal', 'compare': ()})
+  c.data = ml_collections.ConfigDict(dict(
+      name='digits',                                   # 'digits', 'tiny_shakespeare', TFDS name.
+      data_dir=config_dict.placeholder(str),           # Default: initlab.data.default_data_dir().
+      seq_len=config_dict.placeholder(int),            # Language modelling window.
+      image_key=config_dict.placeholder(str),          # TFDS catalog datasets only.
+      label_key=config_dict.placeholder(str),
+      image_scale=config_dict.placeholder(float),
+      train_split='train',
+      eval_split='test',
+  ))
+  c.optimizer = ml_collections.ConfigDict(dict(
+      name='adam',                  # Any optax optimizer taking `learning_rate` first.
+      learning_rate=1e-3,           # Peak learning rate.
+      schedule='constant',          # One of SCHEDULES.
+      warmup_steps=0,               # warmup_cosine: linear warm-up from 0.
+      end_lr_ratio=0.0,             # cosine schedules: final lr = ratio * peak.
+      weight_decay=0.0,             # Decoupled if the optimizer takes it, else added (L2).
+      grad_clip_norm=0.0,           # Clip by global norm; 0 = off.
+      kwargs=ml_collections.ConfigDict(),  # Extra optax arguments, e.g. b1, momentum.
+  ))
+  c.train = ml_collections.ConfigDict(dict(
+      steps=1000,
+      batch_size=128,               # Global batch size.
+      eval_batch_size=0,            # 0: same as batch_size.
+      eval_every=200,               # Also at the last step; 0 = only at the end.
+      eval_steps=0,                 # Max eval batches per evaluation; 0 = the whole split.
+      log_every=50,
+      checkpoint_every=200,         # Also at the last step; 0 = only at the end.
+      keep_checkpoints=2,
+      progress_bar=True,
+  ))
+  c.mesh = (('data', -1), ('model', 1))  # (axis name, size); one size may be -1 (the rest).
+  # A preset (initlab.models.SHARDING_PRESETS) or a tuple of (logical axis, mesh axis) rules.
+  c.sharding = config_dict.FieldReference('data_parallel', field_type=object)
+  c.dtype = ml_collections.ConfigDict(dict(param_dtype='float32', compute_dtype='float32'))
+  c.seeds = ml_collections.ConfigDict(dict(init=0, data=0, dropout=0, num=1))
+  c.init_from = ''                       # Checkpoint dir of another run: params only.
+  c.diagnostics_at_init = False
+  c.report = ml_collections.ConfigDict(dict(
+      target=config_dict.placeholder(float), target_metric='eval/accuracy'))
+  return c
+
+
+def model_config(name: str, **options) -> ml_collections.ConfigDict:
+  """`config.model` for zoo model `name` with `options` (checked against its defaults)."""
+  from initlab import models  # pylint: disable=g-import-not-at-top
+  cfg = ml_collections.ConfigDict({'name': name, **options})
+  _check_model(cfg, models)
+  return cfg
+
+
+def full_model_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The zoo's defaults for `config.model.name`, updated with `config.model` and the dtypes."""
+  from initlab import models  # pylint: disable=g-import-not-at-top
+  cfg = models.default_config(config.model.name)  # A preset ('resnet20') names its model.
+  options = config.model.to_dict() if hasattr(config.model, 'to_dict') else dict(config.model)
+  with cfg.unlocked():
+    cfg.update({k: v for k, v in options.items() if k != 'name'})
+    if 'dtype' in cfg:
+      cfg.dtype = config.dtype.compute_dtype
+    if 'param_dtype' in cfg:
+      cfg.param_dtype = config.dtype.param_dtype
+  return cfg
+
+
+def scheme_options(config: ml_collections.ConfigDict, name: str) -> dict[str, Any]:
+  """The options `config.init.<name>.*` of init scheme `name` (empty if none are set)."""
+  opts = config.init.get(name)
+  if opts is None:
+    return {}
+  return opts.to_dict() if hasattr(opts, 'to_dict') else dict(opts)
+
+
+def schemes_of(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The init schemes a config runs: `init.compare` if set, else `(init.name,)`."""
+  compare = tuple(config.init.get('compare') or ())
+  return compare if compare else (config.init.name,)
+
+
+def optimizer_names() -> list[str]:
+  """optax functions whose first argument is `learning_rate` (what `optimizer.name` accepts)."""
+  import optax  # pylint: disable=g-import-not-at-top
+  names = []
+  for name in dir(optax):
+    fn = getattr(optax, name)
+    if name.startswith('_') or not name.islower() or not callable(fn) or name in _NOT_OPTIMIZERS:
+      continue
+    try:
+      params = list(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+      continue
+    if params and params[0] == 'learning_rate':
+      names.append(name)
+  return names
+
+
+def mesh_shape(mesh: Sequence[Sequence[Any]], num_devices: int) -> dict[str, int]:
+  """`{axis: size}` of `config.mesh` on `num_devices` devices (-1 resolved)."""
+  _check(isinstance(mesh, (tuple, list)) and mesh and all(
+      isinstance(a, (tuple, list)) and len(a) == 2 and isinstance(a[0], str)
+      and isinstance(a[1], int) and not isinstance(a[1], bool) for a in mesh),
+         'mesh', f'a tuple of (axis name, size) pairs such as (("data", -1), ("model", 1)), '
+         f'got {mesh!r}')
+  names = [a[0] for a in mesh]
+  _check(len(set(names)) == len(names), 'mesh', f'distinct axis names, got {names}')
+  sizes = [a[1] for a in mesh]
+  _check(all(s == -1 or s >= 1 for s in sizes) and sizes.count(-1) <= 1, 'mesh',
+         f'sizes >= 1 with at most one -1, got {sizes}')
+  known = math.prod(s for s in sizes if s != -1)
+  if -1 in sizes:
+    _check(num_devices % known == 0, 'mesh',
+           f'fixed axis sizes (product {known}) that divide the {num_devices} devices')
+    sizes = [num_devices // known if s == -1 else s for s in sizes]
+  _check(math.prod(sizes) == num_devices, 'mesh',
+         f'axis sizes whose product is the number of devices ({num_devices}), got {sizes}')
+  return dict(zip(names, sizes))
+
+
+def batch_axes(mesh: Mapping[str, int]) -> tuple[str, ...]:
+  """The mesh axes that split the batch: those of BATCH_AXES present in the mesh."""
+  return tuple(a for a in BATCH_AXES if a in mesh)
+
+
+def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = None,
+             process_count: int | None = None) -> None:
+  """Raises ConfigError for unknown keys, wrong types and values initlab cannot run.
+
+  Args:
+    config: the full run config.
+    num_devices: devices of the mesh (default: `jax.device_count()`).
+    process_count: processes (default: `jax.process_count()`).
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  from initlab import models  # pylint: disable=g-import-not-at-top
+  _check_keys(config, default_config(), '')
+  _check_model(config.model, models)
+  _check_init(config.init)
+  _check_optimizer(config.optimizer)
+  t = config.train
+  for key in ('steps', 'batch_size', 'log_every', 'keep_checkpoints'):
+    _check(t[key] >= 1, f'train.{key}', f'a positive int, got {t[key]}')
+  for key in ('eval_batch_size', 'eval_every', 'eval_steps', 'checkpoint_every'):
+    _check(t[key] >= 0, f'train.{key}', f'an int >= 0, got {t[key]}')
+  for key in ('param_dtype', 'compute_dtype'):
+    _check(config.dtype[key] in DTYPES, f'dtype.{key}',
+           f'one of {list(DTYPES)}, got {config.dtype[key]!r}')
+  for key in ('init', 'data', 'dropout'):
+    _check(config.seeds[key] >= 0, f'seeds.{key}', f'an int >= 0, got {config.seeds[key]}')
+  _check(config.seeds.num >= 1, 'seeds.num', f'an int >= 1, got {config.seeds.num}')
+  _check_sharding(config.sharding, models)
+  num_devices = jax.device_count() if num_devices is None else num_devices
+  process_count = jax.process_count() if process_count is None else process_count
+  shape = mesh_shape(config.mesh, num_devices)
+  rules = (models.logical_axis_rules(config.sharding) if isinstance(config.sharding, str)
+           else config.sharding)
+  for logical, mesh_axis in rules:
+    for axis in (mesh_axis if isinstance(mesh_axis, (tuple, list)) else (mesh_axis,)):
+      _check(axis is None or axis in shape, 'sharding',
+             f'rules whose mesh axes exist in config.mesh {list(shape)}; the rule for '
+             f'{logical!r} names mesh axis {axis!r}')
+  axes = batch_axes(shape)
+  split = math.prod(shape[a] for a in axes)
+  for key in ('batch_size', 'eval_batch_size'):
+    size = t[key] or t.batch_size
+    _check(size % split == 0, f'train.{key}',
+           f'a multiple of the data-parallel mesh axes {dict((a, shape[a]) for a in axes)} '
+           f'(size {split}, from mesh={tuple(map(tuple, config.mesh))} on {num_devices} '
+           f'devices), got {key}={size}')
+    _check(size % process_count == 0, f'train.{key}',
+           f'a multiple of the process count {process_count}, got {size}')
+
+
+def _check(ok: bool, key: str, expected: str) -> None:
+  if not ok:
+    raise ConfigError(f'config.{key}: expected {expected}.')
+
+
+def _type_ok(value: Any, want: type) -> bool:
+  if want is float:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+  if want is int:
+    return isinstance(value, int) and not isinstance(value, bool)
+  if want in (tuple, list):
+    return isinstance(value, (tuple, list))
+  if want is ml_collections.ConfigDict:
+    return isinstance(value, (ml_collections.ConfigDict, dict))
+  return isinstance(value, want)
+
+
+def _unknown(key: str, valid: Sequence[str], where: str) -> ConfigError:
+  close = difflib.get_close_matches(key.rsplit('.', 1)[-1], valid, n=1)
+  hint = f' Did you mean {close[0]!r}?' if close else ''
+  return ConfigError(f'Unknown config key {key!r}.{hint} Valid keys in {where}: '
+                     f'{", ".join(sorted(valid))}.')
+
+
+def _check_keys(config, schema, prefix: str) -> None:
+  """Every key of `config` exists in `schema` with a value of the schema's type."""
+  for key in config.keys():
+    full = f'{prefix}{key}'
+    if key not in schema:
+      raise _unknown(full, list(schema.keys()), f'config.{prefix[:-1]}' if prefix else 'config')
+    if full in _FREE_KEYS:
+      continue
+    want = schema.get_type(key) if hasattr(schema, 'get_type') else type(schema[key])
+    value = config[key]
+    if value is None:
+      continue  # None is "unset" for placeholders and optional keys.
+    _check(_type_ok(value, want), full, f'type {want.__name__}, got {value!r} '
+           f'({type(value).__name__})')
+    if want is ml_collections.ConfigDict:
+      _check_keys(value, schema[key], f'{full}.')
+
+
+def _check_model(cfg, models) -> None:
+  name = cfg.get('name')
+  valid = list(models.model_names()) if hasattr(models, 'model_names') else None
+  try:
+    defaults = models.default_config(name)
+  except (KeyError, ValueError) as e:
+    listed = f'; valid: {valid}' if valid else ''
+    raise ConfigError(f'config.model.name: unknown model {name!r}{listed} ({e}).') from None
+  for key in cfg.keys():
+    if key in ('dtype', 'param_dtype'):
+      raise ConfigError(f'config.model.{key}: set by config.dtype.'
+                        f'{"compute_dtype" if key == "dtype" else "param_dtype"} instead.')
+    if key not in defaults:
+      raise _unknown(f'model.{key}', list(defaults.keys()), f'config.model (model {name!r})')
+    want, value = defaults.get_type(key), cfg[key]
+    if value is not None and defaults[key] is not None:
+      _check(_type_ok(value, want), f'model.{key}',
+             f'type {want.__name__}, got {value!r} ({type(value).__name__})')
+
+
+def _check_init(init) -> None:
+  import initlab.init as ii  # pylint: disable=g-import-not-at-top
+  names = ii.scheme_names()
+  compare = init.get('compare') or ()
+  _check(isinstance(compare, (tuple, list)) and all(isinstance(n, str) for n in compare),
+         'init.compare', f'a tuple of scheme names, got {compare!r}')
+  _check(isinstance(init.get('name'), str), 'init.name', 'a scheme name')
+  _check(len(set(compare)) == len(compare), 'init.compare', f'distinct names, got {compare}')
+  named = [('init.name', init.name)] + [(f'init.compare[{i}]', n) for i, n in enumerate(compare)]
+  for key, name in named:
+    _check(name in names, key, f'an init scheme name, got {name!r}; valid: {", ".join(names)}')
+  for key in init.keys():
+    if key in ('name', 'compare'):
+      continue
+    if key not in names:
+      raise _unknown(f'init.{key}', ['name', 'compare', *names],
+                     'config.init (name, compare, or <scheme>.<option>)')
+    opts = init[key]
+    _check(isinstance(opts, (ml_collections.ConfigDict, dict)), f'init.{key}',
+           f'a ConfigDict of options of scheme {key!r}, got {opts!r}')
+    opts = opts.to_dict() if hasattr(opts, 'to_dict') else dict(opts)
+    try:
+      scheme = ii.get_scheme(key, **opts)
+      if key in ii.initializer_names():
+        ii.get_initializer(key, **opts).bind(None)
+      del scheme
+    except TypeError as e:
+      raise ConfigError(f'config.init.{key}: bad options {opts} for scheme {key!r}: {e}.') from None
+
+
+def _check_optimizer(opt) -> None:
+  import optax  # pylint: disable=g-import-not-at-top
+  names = optimizer_names()
+  _check(opt.name in names, 'optimizer.name',
+         f'an optax optimizer, got {opt.name!r}; valid: {", ".join(names)}')
+  _check(opt.schedule in SCHEDULES, 'optimizer.schedule',
+         f'one of {list(SCHEDULES)}, got {opt.schedule!r}')
+  _check(opt.learning_rate >= 0, 'optimizer.learning_rate', f'>= 0, got {opt.learning_rate}')
+  for key in ('warmup_steps', 'end_lr_ratio', 'weight_decay', 'grad_clip_norm'):
+    _check(opt[key] >= 0, f'optimizer.{key}', f'>= 0, got {opt[key]}')
+  params = inspect.signature(getattr(optax, opt.name)).parameters
+  has_var_kw = any(p.kind is p.VAR_KEYWORD for p in params.values())
+  valid = [p for p in params if p not in ('learning_rate', 'weight_decay')]
+  for key in opt.kwargs.keys():
+    if key not in valid and not has_var_kw:
+      raise _unknown(f'optimizer.kwargs.{key}', valid, f'optax.{opt.name} arguments')
+
+
+def _check_sharding(sharding, models) -> None:
+  if isinstance(sharding, str):
+    presets = list(models.SHARDING_PRESETS)
+    try:
+      models.logical_axis_rules(sharding)
+    except (KeyError, ValueError):
+      raise ConfigError(f'config.sharding: expected a preset, one of {presets}, or a tuple of '
+                        f'(logical axis, mesh axis) rules; got {sharding!r}.') from None
+    return
+  ok = isinstance(sharding, (tuple, list)) and all(
+      isinstance(r, (tuple, list)) and len(r) == 2 and isinstance(r[0], str)
+      and (r[1] is None or isinstance(r[1], (str, tuple, list))) for r in sharding)
+  _check(ok, 'sharding', f'a preset name or a tuple of (logical axis, mesh axis | None) rules, '
+         f'got {sharding!r}')
+
+
+def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
+  """Parses a config module's `arg` ('smoke', 'smoke,sharding=fsdp') against `defaults`.
+
+  A bare name sets that boolean to True; `key=value` parses the value as the type of the
+  default. Unknown names raise ConfigError listing the valid ones.
+  """
+  out = ml_collections.ConfigDict(defaults)
+  for item in filter(None, (arg or '').split(',')):
+    key, _, value = item.partition('=')
+    key = key.strip()
+    if key not in defaults:
+      raise ConfigError(f'Unknown config argument {key!r}; valid: {", ".join(defaults)}.')
+    default = defaults[key]
+    if not value:
+      _check(isinstance(default, bool), f'<arg {key}>', f'{key}=<value> ({type(default).__name__})')
+      out[key] = True
+    elif isinstance(default, bool):
+      out[key] = value.lower() in ('1', 'true', 'yes')
+    else:
+      out[key] = type(default)(value)
+  return out

@@ -1,0 +1,15 @@
+"""initlab.train: mesh and shardings, train state, step, loop, checkpoints, metrics.
+
+    from initlab import train
+    summary = train.run(config, workdir)          # one run (auto-resumes from workdir)
+    results = train.run_study(config, workdir)    # init.compare schemes x seeds.num, + report
+"""
+# pylint: disable=g-importing-member
+from initlab.train.loop import NonFiniteError, Run, run
+from initlab.train.state import Setup, TrainState
+from initlab.train.study import run_configs, run_study
+
+
+def is_study(config) -> bool:
+  """Whether `config` describes a study (several schemes or seeds) rather than one run."""
+  return bool(config.init.get('compare')) or config.seeds.num > 1

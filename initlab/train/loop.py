@@ -1,0 +1,321 @@
+"""`run(config, workdir)`: one training run, from config to checkpoints, metrics and summary.
+
+    workdir/config.json            the run's config
+    workdir/checkpoints/<step>/    Orbax: train state, data-iterator state, config
+    workdir/metrics.jsonl, tb/     train metrics every `log_every` steps, eval metrics
+    workdir/init_diagnostics.json  signal propagation at init (`diagnostics_at_init`)
+    workdir/summary.json           {"final": {"eval/accuracy", "eval/loss", ...}, "steps", "wall_s"}
+
+The run resumes from the newest readable checkpoint in `workdir` (train state, data order,
+step), else starts from `config.init_from` (params only), else from a fresh sharded init.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pathlib
+import time
+from typing import Any, Sequence
+
+import jax
+from jax.experimental import multihost_utils
+import ml_collections
+import numpy as np
+import tqdm
+
+from initlab import config as config_lib
+from initlab import data as data_lib
+from initlab import models
+import initlab.init as ii
+from initlab.train import checkpoint as ckpt_lib
+from initlab.train import mesh as mesh_lib
+from initlab.train import metrics as metrics_lib
+from initlab.train import optim
+from initlab.train import state as state_lib
+from initlab.train import step as step_lib
+
+CHECKPOINT_DIR = 'checkpoints'
+SUMMARY_NAME = 'summary.json'
+DIAGNOSTICS_NAME = 'init_diagnostics.json'
+CONFIG_NAME = 'config.json'
+EVAL_CACHE_BYTES = 64 << 20  # Global eval sets up to this size stay on the devices.
+
+
+class NonFiniteError(FloatingPointError):
+  """The loss or the gradients became NaN or Inf; carries the step and the last checkpoint."""
+
+  def __init__(self, step: int, last_checkpoint: int | None, directory: str):
+    self.step, self.last_checkpoint = step, last_checkpoint
+    kept = (f'the last good checkpoint (step {last_checkpoint}) in {directory} is kept'
+            if last_checkpoint is not None else f'no checkpoint was written to {directory}')
+    super().__init__(
+        f'Training stopped: the loss or the gradients became NaN/Inf at step {step}; {kept} '
+        '(the bad state was not saved). Lower optimizer.learning_rate, set '
+        'optimizer.grad_clip_norm, or try another init scheme.')
+
+
+def write_json(path: pathlib.Path, obj: Any) -> None:
+  """Writes `obj` as JSON (initlab's non-finite convention) atomically, on process 0 only."""
+  if jax.process_index() != 0:
+    return
+  tmp = path.with_suffix(path.suffix + '.tmp')
+  tmp.write_text(metrics_lib.dumps(obj, indent=1, sort_keys=True) + '\n')
+  os.replace(tmp, path)
+
+
+def config_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The config as JSON types (tuples become lists)."""
+  return json.loads(config.to_json())
+
+
+class Run:
+  """Everything one run builds from its config, before the loop (importable for notebooks).
+
+  Attributes: config, mesh, meta (dataset `Metadata`), setup (`state.Setup`), tx,
+  batch_sharding, train_step (with metrics), lean_step (without), eval_step, checkpointer.
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
+               devices: Sequence[jax.Device] | None = None):
+    devices = jax.devices() if devices is None else list(devices)
+    config_lib.validate(config, num_devices=len(devices))
+    mesh_lib.enable_compilation_cache()
+    self.config = config
+    self.workdir = pathlib.Path(workdir)
+    self.mesh = mesh_lib.make_mesh(config, devices)
+    self.meta = data_lib.metadata(config.data)
+    model_cfg = config_lib.full_model_config(config)
+    _check_model_fits_data(model_cfg, self.meta)
+    self.schedule = optim.schedule(config.optimizer, config.train.steps)
+    self.tx = optim.make(config.optimizer, config.train.steps)
+    name = config.init.name
+    scheme = ii.get_scheme(name, **config_lib.scheme_options(config, name))
+    # Traced abstractly: outside `jax.set_mesh`, logical names stay metadata.
+    self.setup = state_lib.Setup.create(
+        lambda rngs: models.build(model_cfg, rngs=rngs), self.tx, mesh=self.mesh,
+        axis_rules=mesh_lib.axis_rules(config), scheme=scheme,
+        fsdp_axis=mesh_lib.fsdp_axis(config))
+    self.batch_sharding = mesh_lib.batch_sharding(self.mesh)
+    self.train_step = step_lib.make_train_step(
+        self.setup, task=self.meta.task, batch_sharding=self.batch_sharding,
+        learning_rate=self.schedule)
+    self.lean_step = step_lib.make_train_step(  # Between log steps; compiled when first used.
+        self.setup, task=self.meta.task, batch_sharding=self.batch_sharding, metrics=False)
+    self.eval_step = step_lib.make_eval_step(self.setup, task=self.meta.task,
+                                             batch_sharding=self.batch_sharding)
+    self.checkpointer = ckpt_lib.Checkpointer(self.workdir / CHECKPOINT_DIR,
+                                              keep=config.train.keep_checkpoints)
+    self._eval_batches = None
+
+  def initial_state(self) -> tuple[state_lib.TrainState, Any, bool]:
+    """(state, data-iterator state or None, resumed?): checkpoint, else init_from, else init."""
+    restored = None
+    if self.checkpointer.all_steps():
+      restored = self.checkpointer.restore(to_checkpoint(self.setup.abstract))
+    if restored is not None:
+      logging.info('Resuming %s from step %d', self.workdir, restored.step)
+      _warn_config_changes(restored.config, config_dict(self.config))
+      return from_checkpoint(restored.state), restored.data_state, True
+    keys = jax.random.key(self.config.seeds.init), jax.random.key(self.config.seeds.dropout)
+    if self.config.init_from:
+      logging.info('Initializing params from %s', self.config.init_from)
+      params = ckpt_lib.restore_params(self.config.init_from, self.setup.abstract.params)
+      return self.setup.from_params(params, *keys), None, False
+    return self.setup.init(*keys), None, False
+
+  def restore(self, step: int | None = None) -> state_lib.TrainState | None:
+    """The checkpointed state at `step` (default: the newest readable), or None."""
+    with jax.set_mesh(self.mesh):
+      restored = self.checkpointer.restore(to_checkpoint(self.setup.abstract), step=step)
+    return None if restored is None else from_checkpoint(restored.state)
+
+  def train_iterator(self, data_state=None):
+    it = data_lib.build(self.config.data, split=self.config.data.train_split,
+                        batch_size=self.config.train.batch_size, seed=self.config.seeds.data)
+    if data_state is not None:
+      it.set_state(data_state)
+    return it
+
+  def evaluate(self, state: state_lib.TrainState) -> dict[str, float]:
+    """Loss and accuracy over `data.eval_split` (at most `train.eval_steps` batches).
+
+    The eval batches are kept on the devices after the first pass when they take at most
+    EVAL_CACHE_BYTES, so later evaluations skip the input pipeline.
+    """
+    batches = self._eval_batches if self._eval_batches is not None else self._read_eval()
+    total = None
+    for batch in batches:
+      out = self.eval_step(state, batch)
+      total = out if total is None else jax.tree.map(lambda a, b: a + b, total, out)
+    return step_lib.summarize_eval(jax.device_get(total))
+
+  def _read_eval(self):
+    """Yields the global eval batches, caching them if they are small."""
+    t = self.config.train
+    it = data_lib.build(self.config.data, split=self.config.data.eval_split,
+                        batch_size=t.eval_batch_size or t.batch_size, seed=0, shuffle=False,
+                        num_epochs=1, drop_remainder=False)
+    cache, size = [], 0
+    for i, batch in enumerate(it):
+      if t.eval_steps and i >= t.eval_steps:
+        break
+      batch = data_lib.to_global(batch, self.batch_sharding)
+      size += sum(x.nbytes for x in jax.tree.leaves(batch))
+      cache = cache if cache is not None and size <= EVAL_CACHE_BYTES else None
+      if cache is not None:
+        cache.append(batch)
+      yield batch
+    self._eval_batches = cache
+
+  def diagnostics(self, state: state_lib.TrainState) -> dict[str, Any]:
+    """`initlab.diagnostics.measure` of the model at `state` on one train batch."""
+    from initlab import diagnostics  # pylint: disable=g-import-not-at-top
+    batch = next(iter(self.train_iterator()))
+    x = batch[step_lib.INPUT_KEY[self.meta.task]]
+    if jax.process_count() > 1:  # The same (global) batch on every process.
+      x = multihost_utils.process_allgather(x, tiled=True)
+    key = jax.random.fold_in(jax.random.key(self.config.seeds.init), 2)
+    model = self.setup.model(state)
+    return diagnostics.measure(model, x, key=key).to_dict()
+
+
+def to_checkpoint(state: state_lib.TrainState) -> dict[str, Any]:
+  """The state as the plain dict that checkpoints hold ('params' is a top-level key)."""
+  return {f: getattr(state, f) for f in state.__dataclass_fields__}
+
+
+def from_checkpoint(tree: dict[str, Any]) -> state_lib.TrainState:
+  return state_lib.TrainState(**tree)
+
+
+def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
+        devices: Sequence[jax.Device] | None = None) -> dict[str, Any]:
+  """Trains `config` in `workdir` (resuming if it holds a checkpoint); returns the summary.
+
+  Args:
+    config: a full config (see `initlab.config.default_config`); validated first.
+    workdir: the run's directory (created).
+    devices: the devices of the mesh; default all.
+
+  Raises:
+    ConfigError: a bad config (nothing in `workdir` is touched).
+    NonFiniteError: the loss or gradients became NaN/Inf (last good checkpoint kept).
+  """
+  start_time = time.time()
+  r = Run(config, workdir, devices=devices)
+  t = config.train
+  try:
+    with jax.set_mesh(r.mesh):
+      state, data_state, resumed = r.initial_state()
+      start = int(jax.device_get(state.step))
+      write_json(r.workdir / CONFIG_NAME, config_dict(config))
+      if config.diagnostics_at_init and not resumed:
+        write_json(r.workdir / DIAGNOSTICS_NAME, r.diagnostics(state))
+      writer = metrics_lib.MetricWriter(r.workdir, purge_step=start + 1 if resumed else None)
+      try:
+        state, final = _train(r, state, r.train_iterator(data_state), start, writer)
+      finally:
+        writer.close()
+  finally:
+    r.checkpointer.close()
+  summary = dict(final=final, steps=t.steps, wall_s=time.time() - start_time,
+                 resumed_from=start if resumed else None)
+  write_json(r.workdir / SUMMARY_NAME, summary)
+  return summary
+
+
+def _train(r: Run, state, it, start: int, writer) -> tuple[state_lib.TrainState, dict]:
+  """The training loop from step `start`; returns the final state and final metrics."""
+  t = r.config.train
+  total = t.steps
+  every = lambda n, s: (n and s % n == 0) or s == total
+  last_ckpt = r.checkpointer.latest_step()
+  pending = None  # (step, device metrics): fetched one step late, so the device stays busy.
+  final = {}
+
+  def flush():
+    nonlocal pending
+    if pending is None:
+      return None
+    s, metrics = pending
+    pending = None
+    metrics = jax.device_get(metrics)
+    bad = int(metrics.pop('nonfinite_step'))
+    writer.write(s, metrics)
+    final.update({f'train/{k}': float(v) for k, v in metrics.items()})
+    bar.set_postfix(loss=f'{float(metrics["loss"]):.4f}', refresh=False)
+    if bad >= 0:
+      writer.flush()
+      raise NonFiniteError(bad, last_ckpt, str(r.checkpointer.directory))
+    return metrics
+
+  bar = tqdm.tqdm(total=total, initial=start, desc=r.workdir.name, unit='step',
+                  disable=not t.progress_bar or jax.process_index() != 0, dynamic_ncols=True)
+  try:
+    for s in range(start + 1, total + 1):
+      batch = data_lib.to_global(next(it), r.batch_sharding)
+      checkpoint, evaluate = every(t.checkpoint_every, s), every(t.eval_every, s)
+      log = every(t.log_every, s) or checkpoint or evaluate
+      state, metrics = (r.train_step if log else r.lean_step)(state, batch)
+      bar.update(1)
+      flush()
+      if log:
+        pending = (s, metrics)
+      if checkpoint or evaluate:
+        flush()  # Also checks for NaN/Inf before anything is saved.
+      if evaluate:
+        metrics = r.evaluate(state)
+        writer.write(s, metrics, split='eval')
+        final.update({f'eval/{k}': v for k, v in metrics.items()})
+      if checkpoint:
+        r.checkpointer.save(s, to_checkpoint(state), data_state=it.get_state(),
+                            config=config_dict(r.config))
+        last_ckpt = s
+    flush()
+  finally:
+    bar.close()
+  if start >= total:  # Already complete: report the final evaluation again.
+    final.update({f'eval/{k}': v for k, v in r.evaluate(state).items()})
+  return state, final
+
+
+def _check_model_fits_data(model_cfg, meta: data_lib.Metadata) -> None:
+  """The model's input/output sizes agree with the dataset's."""
+  checks = []
+  if meta.task == 'classification':
+    checks.append(('num_classes', meta.num_classes))
+    if 'input_shape' in model_cfg:  # The ResNet is fully convolutional: channels only.
+      full = model_cfg.name != 'resnet'
+      shape = tuple(meta.input_shape) if full else tuple(meta.input_shape[-1:])
+      checks.append(('input_shape', shape))
+  else:
+    checks.append(('vocab_size', meta.vocab_size))
+  for key, want in checks:
+    have = model_cfg.get(key)
+    if key == 'input_shape' and model_cfg.name == 'resnet':
+      have = tuple(have)[-1:]
+    if key in model_cfg and tuple(np.atleast_1d(have)) != tuple(np.atleast_1d(want)):
+      raise config_lib.ConfigError(
+          f'config.model.{key}={model_cfg[key]!r} does not match dataset '
+          f'{meta.name!r} ({key}={want!r}); set config.model.{key}={want!r}.')
+  if meta.task == 'lm' and 'max_len' in model_cfg and model_cfg.max_len < meta.input_shape[0]:
+    raise config_lib.ConfigError(
+        f'config.model.max_len={model_cfg.max_len} is shorter than config.data.seq_len='
+        f'{meta.input_shape[0]}.')
+
+
+def _warn_config_changes(saved: dict | None, current: dict) -> None:
+  if saved is None:
+    return
+  a, b = _flatten(saved), _flatten(current)
+  changed = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+  if changed:
+    logging.warning('Resuming with a config that differs from the checkpoint in: %s',
+                    ', '.join(changed))
+
+
+def _flatten(d: Any, prefix: str = '') -> dict[str, Any]:
+  if not isinstance(d, dict):
+    return {prefix[:-1]: d}
+  return {k: v for kk, vv in d.items() for k, v in _flatten(vv, f'{prefix}{kk}.').items()}

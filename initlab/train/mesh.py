@@ -1,0 +1,98 @@
+"""Mesh, logical-axis rules and batch sharding from the config; multi-host start-up."""
+from __future__ import annotations
+
+import logging
+import os
+
+import jax
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+import ml_collections
+
+from initlab import config as config_lib
+
+DISTRIBUTED_ENV = 'INITLAB_DISTRIBUTED'
+CACHE_ENV = 'INITLAB_COMPILATION_CACHE'
+_COORDINATOR_ENVS = ('JAX_COORDINATOR_ADDRESS', 'COORDINATOR_ADDRESS')
+
+
+def maybe_initialize_distributed() -> bool:
+  """Calls `jax.distributed.initialize()` when the environment asks for multi-host.
+
+  Asked for by `INITLAB_DISTRIBUTED=1` (cluster auto-detection: TPU pods, SLURM, ...) or a
+  coordinator address in `JAX_COORDINATOR_ADDRESS` (then `JAX_NUM_PROCESSES` and
+  `JAX_PROCESS_ID` are read by JAX too). Must run before any other JAX call; idempotent.
+  """
+  wanted = os.environ.get(DISTRIBUTED_ENV, '') not in ('', '0', 'false', 'False')
+  wanted = wanted or any(os.environ.get(k) for k in _COORDINATOR_ENVS)
+  if not wanted or jax.distributed.is_initialized():
+    return False
+  kwargs = {}
+  address = next((os.environ[k] for k in _COORDINATOR_ENVS if os.environ.get(k)), None)
+  if address:
+    kwargs['coordinator_address'] = address
+    for env, arg in (('JAX_NUM_PROCESSES', 'num_processes'), ('JAX_PROCESS_ID', 'process_id')):
+      if os.environ.get(env):
+        kwargs[arg] = int(os.environ[env])
+  jax.distributed.initialize(**kwargs)
+  logging.info('jax.distributed: process %d of %d, %d local / %d global devices',
+               jax.process_index(), jax.process_count(), jax.local_device_count(),
+               jax.device_count())
+  return True
+
+
+def enable_compilation_cache() -> str | None:
+  """Turns on JAX's persistent compilation cache unless it is configured already.
+
+  Runs of a study compile the same train/eval steps (and each scheme's init for every
+  seed): cached, only the first run pays the compile time. The directory is
+  `$INITLAB_COMPILATION_CACHE`, else `$XDG_CACHE_HOME/initlab/jax` (~/.cache/...); set
+  `INITLAB_COMPILATION_CACHE=0` to leave the cache off. Returns the directory in use.
+  """
+  current = jax.config.jax_compilation_cache_dir
+  if current:
+    return current
+  path = os.environ.get(CACHE_ENV)
+  if path in ('0', 'false', 'False', 'off'):
+    return None
+  if not path:
+    base = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
+    path = os.path.join(base, 'initlab', 'jax')
+  jax.config.update('jax_compilation_cache_dir', path)
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.2)
+  jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
+  return path
+
+
+def make_mesh(config: ml_collections.ConfigDict, devices=None) -> Mesh:
+  """The mesh of `config.mesh` over `devices` (default: all), with Auto axis types."""
+  devices = jax.devices() if devices is None else list(devices)
+  shape = config_lib.mesh_shape(config.mesh, len(devices))
+  return jax.make_mesh(tuple(shape.values()), tuple(shape), devices=devices,
+                       axis_types=(AxisType.Auto,) * len(shape))
+
+
+def axis_rules(config: ml_collections.ConfigDict) -> list[tuple[str, str | tuple | None]]:
+  """Logical-axis rules: `initlab.models.logical_axis_rules(preset)` or the explicit rules."""
+  from initlab import models  # pylint: disable=g-import-not-at-top
+  if isinstance(config.sharding, str):
+    return list(models.logical_axis_rules(config.sharding))
+  return [(name, tuple(axis) if isinstance(axis, list) else axis)
+          for name, axis in config.sharding]
+
+
+def fsdp_axis(config: ml_collections.ConfigDict) -> str | None:
+  """Mesh axis for params that name no logical axis: none for the data-parallel preset."""
+  if config.sharding == 'data_parallel':
+    return None
+  axes = config_lib.batch_axes(dict(config.mesh))
+  return axes[0] if axes else None
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Leading (batch) dimension split over the data-parallel mesh axes."""
+  axes = config_lib.batch_axes(dict(mesh.shape))
+  return NamedSharding(mesh, PartitionSpec(axes if axes else None))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, PartitionSpec())

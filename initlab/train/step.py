@@ -1,0 +1,119 @@
+"""The jitted train and eval steps: explicit shardings, donated state, metrics on device.
+
+A train step returns the new state and a dict of scalar metrics that stay on the device
+(`loss`, `accuracy`, `l2_params`, `l2_grads`, `l2_updates`, `learning_rate`, and
+`nonfinite_step`: -1, or the first step whose loss or gradients were NaN/Inf). The loop
+runs this step on log steps and a lean one without metrics in between (both track NaN/Inf
+in the state), and fetches the metrics one step late: there is no per-step host sync.
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import optax
+
+from initlab.train import state as state_lib
+from initlab.train.state import Setup, TrainState
+
+# Batch keys of the two tasks (see `initlab.data`).
+INPUT_KEY = {'classification': 'image', 'lm': 'inputs'}
+TARGET_KEY = {'classification': 'label', 'lm': 'targets'}
+MASK_KEY = 'mask'
+
+
+def _call(model: nnx.Module, x, train: bool, dropout_key):
+  """`model(x, train=train)`, with a dropout key if the model's call takes `rngs`."""
+  if train and 'rngs' in inspect.signature(model.__call__).parameters:
+    return model(x, train=train, rngs=nnx.Rngs(dropout=dropout_key))
+  return model(x, train=train)
+
+
+def losses(setup: Setup, params, model_state, batch, *, task: str, train: bool,
+           dropout_key=None):
+  """Per-example (per-token for LM) cross-entropy, correctness and the new model state."""
+  model = setup.merge(params, model_state)
+  logits = _call(model, batch[INPUT_KEY[task]], train, dropout_key).astype(jnp.float32)
+  labels = batch[TARGET_KEY[task]]
+  ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+  correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
+  new_model_state = nnx.state(model, nnx.Not(nnx.Param)).to_pure_dict()
+  return ce, correct, new_model_state
+
+
+def make_train_step(setup: Setup, *, task: str, batch_sharding, metrics: bool = True,
+                    learning_rate: Callable | None = None) -> Callable:
+  """`(state, batch) -> (state, metrics)`, jitted with donated state and explicit shardings.
+
+  Args:
+    setup: the model's `Setup` (graphdef, optimizer, state shardings).
+    task: 'classification' or 'lm'.
+    batch_sharding: `NamedSharding` of every batch leaf (leading axis = global batch).
+    metrics: compute the logged metrics; False gives the lean step the loop runs between
+      log steps (metrics `{}`), which saves a few reductions per step, noticeable for small
+      models. It checks only the loss for NaN/Inf: a non-finite gradient makes the params,
+      hence the next step's loss, non-finite, so it is caught at most one step later.
+    learning_rate: optional schedule `step -> lr`, reported as the `learning_rate` metric.
+  """
+  tx = setup.tx
+  replicated = setup.shardings.step
+
+  def train_step(state: TrainState, batch) -> tuple[TrainState, dict[str, jax.Array]]:
+    dropout_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+
+    def loss_fn(params):
+      ce, correct, model_state = losses(setup, params, state.model_state, batch, task=task,
+                                        train=True, dropout_key=dropout_key)
+      return jnp.mean(ce), (correct, model_state)
+
+    (loss, (correct, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    step = state.step + 1
+    finite = jnp.isfinite(loss)
+    if metrics:
+      l2_grads = state_lib.global_norm(grads)
+      finite &= jnp.isfinite(l2_grads)
+    nonfinite_step = jnp.where(~finite & (state.nonfinite_step < 0), step,
+                               state.nonfinite_step)
+    new_state = TrainState(step=step, params=params, opt_state=opt_state,
+                           model_state=model_state, rng=state.rng, nonfinite_step=nonfinite_step)
+    if not metrics:
+      return new_state, {}
+    out = dict(loss=loss, accuracy=jnp.mean(correct), l2_params=state_lib.global_norm(params),
+               l2_grads=l2_grads, l2_updates=state_lib.global_norm(updates),
+               nonfinite_step=nonfinite_step)
+    if learning_rate is not None:
+      out['learning_rate'] = jnp.asarray(learning_rate(state.step), jnp.float32)
+    return new_state, out
+
+  return jax.jit(train_step, in_shardings=(setup.shardings, batch_sharding),
+                 out_shardings=(setup.shardings, replicated), donate_argnums=(0,))
+
+
+def make_eval_step(setup: Setup, *, task: str, batch_sharding) -> Callable:
+  """`(state, batch) -> {'loss_sum', 'correct_sum', 'count'}` over unmasked examples/tokens."""
+  replicated = setup.shardings.step
+
+  def eval_step(state: TrainState, batch) -> dict[str, jax.Array]:
+    ce, correct, _ = losses(setup, state.params, state.model_state, batch, task=task,
+                            train=False)
+    weight = jnp.ones_like(ce)
+    if MASK_KEY in batch:
+      mask = batch[MASK_KEY].astype(jnp.float32)
+      weight = weight * mask.reshape(mask.shape + (1,) * (ce.ndim - mask.ndim))
+    return dict(loss_sum=jnp.sum(ce * weight), correct_sum=jnp.sum(correct * weight),
+                count=jnp.sum(weight))
+
+  return jax.jit(eval_step, in_shardings=(setup.shardings, batch_sharding),
+                 out_shardings=replicated)
+
+
+def summarize_eval(sums: dict[str, Any]) -> dict[str, float]:
+  """`{'loss', 'accuracy'}` from summed eval outputs."""
+  count = max(float(sums['count']), 1.0)
+  return dict(loss=float(sums['loss_sum']) / count, accuracy=float(sums['correct_sum']) / count)

@@ -1,0 +1,93 @@
+"""`run_study(config, workdir)`: every init scheme of `config.init.compare` x `seeds.num` seeds.
+
+    workdir/config.json                       the study's config
+    workdir/runs/<scheme>/seed_<k>/           one `train.run` each (sequential)
+    workdir/report.md, results.json, *.png    `initlab.report.build_report(workdir)`
+
+Seed k of a study uses `seeds.init + k`, `seeds.data + k` and `seeds.dropout + k`, the same
+for every scheme, so schemes are compared on the same data orders. Runs that finished
+(their summary.json matches the config) are skipped, so re-running a killed study resumes it.
+A run whose loss becomes NaN/Inf is recorded (summary.json `error`) and the study goes on.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pathlib
+from typing import Any, Sequence
+
+import jax
+import ml_collections
+
+from initlab import config as config_lib
+from initlab.train import loop
+
+RUNS_DIR = 'runs'
+
+
+def run_configs(config: ml_collections.ConfigDict
+                ) -> list[tuple[str, int, ml_collections.ConfigDict]]:
+  """`(scheme, seed index, run config)` for every run of the study, in run order."""
+  out = []
+  for scheme in config_lib.schemes_of(config):
+    for k in range(config.seeds.num):
+      c = ml_collections.ConfigDict(config.to_dict())
+      c.init.name = scheme
+      c.init.compare = ()
+      for key in ('init', 'data', 'dropout'):
+        c.seeds[key] = config.seeds[key] + k
+      c.seeds.num = 1
+      c.name = f'{config.name or "run"} / {scheme} / seed {k}'
+      out.append((scheme, k, c))
+  return out
+
+
+def run_dir(workdir: str | os.PathLike, scheme: str, seed: int) -> pathlib.Path:
+  return pathlib.Path(workdir) / RUNS_DIR / scheme / f'seed_{seed}'
+
+
+def _finished(path: pathlib.Path, config: ml_collections.ConfigDict) -> bool:
+  try:
+    summary = json.loads((path / loop.SUMMARY_NAME).read_text())
+    saved = json.loads((path / loop.CONFIG_NAME).read_text())
+  except (OSError, ValueError):
+    return False
+  return (not summary.get('error') and summary.get('steps') == config.train.steps
+          and saved == loop.config_dict(config))
+
+
+def run_study(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
+              devices: Sequence[jax.Device] | None = None,
+              report: bool = True) -> dict[str, Any]:
+  """Runs the study sequentially, then writes the report; returns `build_report`'s dict.
+
+  The returned dict also has 'failed': {"<scheme>/seed_<k>": error message} for runs that
+  stopped on NaN/Inf (empty if none).
+  """
+  devices = jax.devices() if devices is None else list(devices)
+  config_lib.validate(config, num_devices=len(devices))
+  workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  loop.write_json(workdir / loop.CONFIG_NAME, loop.config_dict(config))
+  failed = {}
+  runs = run_configs(config)
+  for i, (scheme, k, c) in enumerate(runs):
+    path = run_dir(workdir, scheme, k)
+    if _finished(path, c):
+      logging.info('[%d/%d] %s seed %d: already finished', i + 1, len(runs), scheme, k)
+      continue
+    logging.info('[%d/%d] %s seed %d -> %s', i + 1, len(runs), scheme, k, path)
+    try:
+      loop.run(c, path, devices=devices)
+    except loop.NonFiniteError as e:
+      logging.error('%s seed %d: %s', scheme, k, e)
+      failed[f'{scheme}/seed_{k}'] = str(e)
+      loop.write_json(path / loop.SUMMARY_NAME, dict(
+          final={}, steps=e.step, wall_s=None, error=str(e)))
+  results = {}
+  if report:
+    from initlab.report import build_report  # pylint: disable=g-import-not-at-top
+    results = build_report(workdir) if jax.process_index() == 0 else {}
+  results['failed'] = failed
+  return results
