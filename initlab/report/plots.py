@@ -45,7 +45,7 @@ def plot_curves(curves: Mapping[str, Mapping[str, Curve]], metric: str, path: pa
     all_values = []
     for scheme, by_split in curves.items():
       c = by_split.get(split)
-      if c is None:
+      if c is None or c.steps.size == 0:  # e.g. every seed of this scheme diverged
         continue
       color = colors[scheme]
       label = f"{scheme} (n={int(c.n.max())})"

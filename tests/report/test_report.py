@@ -250,3 +250,15 @@ def test_killed_and_resumed_run_is_read_once(tmp_path):
   steps = [r["step"] for r in study.runs["he"][0].records]
   assert steps == [0, 10, 20, 30, 40, 50]
   assert [r["loss"] for r in study.runs["he"][0].records] == [5.0, 5.0, 1.0, 1.0, 1.0, 1.0]
+
+
+def test_scheme_with_no_finite_point_still_gets_a_report(tmp_path):
+  root = make_study(tmp_path, schemes={"he": 0.05}, seeds=(0,), diagnostics=False)
+  run_dir = root / "runs" / "blowup" / "seed_0"
+  with MetricWriter(run_dir, tensorboard=False) as writer:  # diverged from its first log
+    for step in (0, 10):
+      writer.write(step, {"loss": math.nan, "accuracy": math.nan})
+      writer.write(step, {"loss": math.inf, "accuracy": math.nan}, split="eval")
+  results = build_report(root)
+  assert set(results["schemes"]) == {"he", "blowup"}
+  assert (root / "loss.png").stat().st_size > 10_000
