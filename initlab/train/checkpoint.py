@@ -51,6 +51,8 @@ from jax.experimental import multihost_utils
 import numpy as np
 import orbax.checkpoint as ocp
 
+from initlab.init.tree import path_str
+
 _STATE, _DATA, _CONFIG = "state", "data_state", "config"
 _TMP_RE = re.compile(r"^(\d+)\.orbax-checkpoint-tmp")
 
@@ -83,11 +85,19 @@ def _abstract(tree: Any) -> Any:
       if isinstance(x, jax.Array) else x, tree)
 
 
+def _strip_value(name: str) -> str:
+  """NNX variables are saved with a trailing 'value' key; `path_str` drops it too."""
+  return name[: -len("/value")] if name.endswith("/value") else name
+
+
 def _check_tree(saved: Any, abstract: Any, where: str, partial: bool) -> None:
   """Raises ValueError naming `where` if `abstract` does not fit `saved`."""
-  flat_saved = ocp.tree.to_flat_dict(saved)
-  flat_abs = ocp.tree.to_flat_dict(ocp.tree.serialize_tree(abstract))
-  name = lambda k: "/".join(map(str, k))
+  # Keys compared as '/'-joined names (Orbax's own serialize_tree trips over some optax
+  # states with empty tuples, e.g. the scanned LM's).
+  flat_saved = {_strip_value("/".join(map(str, k))): v
+                for k, v in ocp.tree.to_flat_dict(saved).items()}
+  flat_abs = {path_str(p): v for p, v in jax.tree_util.tree_flatten_with_path(abstract)[0]}
+  name = str
   problems = [f"missing {name(k)}" for k in flat_abs if k not in flat_saved]
   if not partial:
     problems += [f"not in abstract_state: {name(k)}"

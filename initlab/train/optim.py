@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import inspect
 
-import jax
 import ml_collections
 import optax
+
+from initlab.init import specs
+from initlab.init import tree as tree_lib
 
 
 def schedule(opt: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
@@ -25,8 +27,17 @@ def schedule(opt: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule
 
 
 def _decay_mask(params):
-  """Weight decay applies to matrices and higher-rank kernels, not to biases and scales."""
-  return jax.tree.map(lambda p: p.ndim >= 2, params)
+  """Weight decay applies to kernels and embeddings, not to biases and norm params.
+
+  The role comes from the param path (`initlab.init.specs.infer_role`), not from ndim:
+  stacked (scanned) biases and LayerNorm scales are 2-D. Unknown names fall back to ndim ≥ 2.
+  """
+  def decays(leaf):
+    try:
+      return specs.infer_role(leaf.path) in ("kernel", "embedding")
+    except specs.LayoutError:
+      return leaf.value.ndim >= 2
+  return tree_lib.map_leaves(decays, params)
 
 
 def make(opt: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
@@ -34,7 +45,7 @@ def make(opt: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTran
 
   The optimizer gets the schedule as its `learning_rate`. If it takes `weight_decay`
   (adamw, lamb, ...) the decay is passed to it (decoupled); otherwise it is added to the
-  gradients as `add_decayed_weights` (L2). Either way it is masked to kernels (ndim >= 2).
+  gradients as `add_decayed_weights` (L2). Either way it is masked to kernels and embeddings.
   """
   factory = getattr(optax, opt.name, None)
   if factory is None:

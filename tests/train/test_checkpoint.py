@@ -87,6 +87,17 @@ def test_roundtrip_bitwise_with_data_state_and_config(tmp_path, state):
   assert out.config == config.to_dict()
 
 
+def test_chained_optimizer_state_with_empty_states(tmp_path, state):
+  """optax.chain(clip, adam) holds EmptyState tuples (the LM config's optimizer)."""
+  tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(1e-2, weight_decay=0.1))
+  full = dict(state, opt_state=tx.init(state["params"]))
+  with ckpt_lib.Checkpointer(tmp_path / "ckpt", async_save=False) as ckpt:
+    ckpt.save(1, full)
+    restored = ckpt.restore(_abstract(full))
+  assert restored.step == 1
+  _assert_bitwise_equal(restored.state, full)
+
+
 def test_bytes_data_state_and_nnx_state(tmp_path, devices):
   model = nnx.Linear(3, 2, rngs=nnx.Rngs(0))
   state = nnx.state(model)
