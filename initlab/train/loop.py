@@ -27,6 +27,7 @@ import tqdm
 from initlab import config as config_lib
 from initlab import data as data_lib
 from initlab import models
+from initlab import rundir
 import initlab.init as ii
 from initlab.train import checkpoint as ckpt_lib
 from initlab.train import mesh as mesh_lib
@@ -35,10 +36,10 @@ from initlab.train import optim
 from initlab.train import state as state_lib
 from initlab.train import step as step_lib
 
-CHECKPOINT_DIR = 'checkpoints'
-SUMMARY_NAME = 'summary.json'
-DIAGNOSTICS_NAME = 'init_diagnostics.json'
-CONFIG_NAME = 'config.json'
+CHECKPOINT_DIR = rundir.CHECKPOINTS  # File names: see `initlab.rundir`.
+SUMMARY_NAME = rundir.SUMMARY
+DIAGNOSTICS_NAME = rundir.DIAGNOSTICS
+CONFIG_NAME = rundir.CONFIG
 EVAL_CACHE_BYTES = 64 << 20  # Global eval sets up to this size stay on the devices.
 
 
@@ -55,13 +56,7 @@ class NonFiniteError(FloatingPointError):
         'optimizer.grad_clip_norm, or try another init scheme.')
 
 
-def write_json(path: pathlib.Path, obj: Any) -> None:
-  """Writes `obj` as JSON (initlab's non-finite convention) atomically, on process 0 only."""
-  if jax.process_index() != 0:
-    return
-  tmp = path.with_suffix(path.suffix + '.tmp')
-  tmp.write_text(metrics_lib.dumps(obj, indent=1, sort_keys=True) + '\n')
-  os.replace(tmp, path)
+write_json = rundir.write_json
 
 
 def config_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:

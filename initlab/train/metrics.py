@@ -5,30 +5,29 @@
     writer.write(step, {"accuracy": acc, "loss": l}, split="eval")
     writer.close()
 
-    records = dedupe_steps(read_jsonl(run_dir / "metrics.jsonl"))   # after a kill and a resume
+    records = read_jsonl(run_dir / "metrics.jsonl")
 
 `run_dir/metrics.jsonl` holds records `{"step": int, "split": "train"|"eval", name: value, ...}`.
-JSON has no NaN or infinity, so non-finite values are written as the strings "nan", "inf" and
-"-inf" (everywhere initlab writes JSON); `read_jsonl` turns them back into floats. TensorBoard
+Non-finite values follow `initlab.rundir`'s JSON rule ("nan", "inf", "-inf" strings);
+`read_jsonl`, `dumps` & co are re-exported from there. TensorBoard
 events go to `run_dir/tb/` under the tag `split/name`, through `tensorboardX` (no TensorFlow).
 """
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
 import pathlib
 import time
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
-SPLITS = ("train", "eval")
-JSONL_NAME = "metrics.jsonl"
-TB_DIR_NAME = "tb"
-_RESERVED = ("step", "split")
-_NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+from initlab import rundir
+
+SPLITS = rundir.SPLITS
+JSONL_NAME = rundir.METRICS
+TB_DIR_NAME = rundir.TB
+_RESERVED = rundir.RESERVED
 
 
 def to_scalar(value: Any, name: str = "value") -> int | float:
@@ -53,31 +52,13 @@ def to_scalar(value: Any, name: str = "value") -> int | float:
     raise bad from e
 
 
-def encode_json_value(value: Any) -> Any:
-  """`value` (nested dicts/lists allowed) with non-finite floats as "nan"/"inf"/"-inf"."""
-  if isinstance(value, Mapping):
-    return {str(k): encode_json_value(v) for k, v in value.items()}
-  if isinstance(value, (list, tuple)):
-    return [encode_json_value(v) for v in value]
-  if isinstance(value, np.ndarray):
-    return encode_json_value(value.tolist())
-  if isinstance(value, np.generic):
-    value = value.item()
-  if isinstance(value, float) and not math.isfinite(value):
-    return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-  return value
-
-
-def decode_json_value(value: Any) -> Any:
-  """Inverse of `encode_json_value` for one scalar: "nan"/"inf"/"-inf" become floats."""
-  if isinstance(value, str) and value in _NONFINITE:
-    return _NONFINITE[value]
-  return value
-
-
-def dumps(obj: Any, **kwargs) -> str:
-  """`json.dumps` with initlab's non-finite convention (never emits bare NaN/Infinity)."""
-  return json.dumps(encode_json_value(obj), allow_nan=False, **kwargs)
+encode_json_value = rundir.encode
+decode_json_value = rundir.decode_value
+dumps = rundir.dumps
+loads = rundir.loads
+read_jsonl = rundir.read_jsonl
+dedupe_steps = rundir.dedupe_steps
+_parse_record = rundir.parse_record
 
 
 class MetricWriter:
@@ -90,9 +71,10 @@ class MetricWriter:
     run_dir: the run's directory (created if needed).
     tensorboard: also write TensorBoard scalar events (needs `tensorboardX`).
     process_index: this process's index; None means `jax.process_index()`.
-    purge_step: when resuming from a checkpoint at this step, tells TensorBoard to hide the
-      events at steps >= `purge_step` that the interrupted run wrote (JSONL readers use
-      `dedupe_steps` instead).
+    purge_step: the first step this writer will log when a run restarts (the restored
+      checkpoint's step + 1, or 1 without a checkpoint): records at steps >= `purge_step`
+      that an interrupted run left in metrics.jsonl are dropped, so no step is logged twice,
+      and TensorBoard is told to hide its events at those steps.
   """
 
   def __init__(self, run_dir: str | os.PathLike, *, tensorboard: bool = True,
@@ -109,6 +91,8 @@ class MetricWriter:
       return
     self.run_dir.mkdir(parents=True, exist_ok=True)
     _repair_partial_tail(self.path)
+    if purge_step is not None:
+      _truncate_from(self.path, int(purge_step))
     self._file = open(self.path, "a", encoding="utf-8")  # pylint: disable=consider-using-with
     if tensorboard:
       self._tb = _TensorBoardWriter(self.run_dir / TB_DIR_NAME, purge_step=purge_step)
@@ -193,6 +177,21 @@ class _TensorBoardWriter:
     self._writer.close()
 
 
+def _truncate_from(path: pathlib.Path, step: int) -> None:
+  """Drops the records of `path` at steps >= `step` (atomically; a no-op if there are none)."""
+  if not path.exists():
+    return
+  lines = path.read_bytes().splitlines(keepends=True)
+  keep = [l for l in lines if (r := _parse_record(l)) is None or int(r.get("step", 0)) < step]
+  if len(keep) == len(lines):
+    return
+  logging.info("%s: dropping %d records at steps >= %d (logged after the restored checkpoint)",
+               path, len(lines) - len(keep), step)
+  tmp = path.with_name(path.name + ".tmp")
+  tmp.write_bytes(b"".join(keep))
+  os.replace(tmp, path)
+
+
 def _repair_partial_tail(path: pathlib.Path) -> None:
   """Makes `path` end in a newline, dropping a last record that a kill cut short."""
   if not path.exists() or path.stat().st_size == 0:
@@ -211,50 +210,3 @@ def _repair_partial_tail(path: pathlib.Path) -> None:
       logging.warning("%s: dropping a partial last line (%d bytes) before appending", path,
                       len(data) - cut)
       f.truncate(cut)
-
-
-def _parse_record(line: bytes | str) -> dict | None:
-  try:
-    record = json.loads(line)
-  except ValueError:
-    return None
-  return record if isinstance(record, dict) else None
-
-
-def read_jsonl(path: str | os.PathLike) -> list[dict]:
-  """The records of a metrics JSONL file, with "nan"/"inf"/"-inf" (and null) values as floats.
-
-  A last line that does not parse (a run killed mid-write) is skipped with a warning; a bad
-  line anywhere else raises ValueError naming the file and line.
-  """
-  path = pathlib.Path(path)
-  with open(path, "rb") as f:
-    lines = f.read().split(b"\n")
-  records = []
-  for number, line in enumerate(lines, start=1):
-    if not line.strip():
-      continue
-    record = _parse_record(line)
-    if record is None:
-      if number == len(lines):  # no newline after it: the write was cut short
-        logging.warning("%s: skipping a partial last line (%d bytes)", path, len(line))
-        continue
-      raise ValueError(f"{path}:{number}: not a JSON object: {line[:80]!r}")
-    records.append({k: (v if k in _RESERVED else _decode_metric(v)) for k, v in record.items()})
-  return records
-
-
-def _decode_metric(value: Any) -> Any:
-  return math.nan if value is None else decode_json_value(value)
-
-
-def dedupe_steps(records: Iterable[Mapping[str, Any]]) -> list[dict]:
-  """Keeps the last record for each (split, step), as a resumed run re-logs steps.
-
-  Returns the kept records sorted by step (train before eval at equal steps).
-  """
-  last = {}
-  for record in records:
-    last[(record.get("split", "train"), int(record["step"]))] = dict(record)
-  order = {s: i for i, s in enumerate(SPLITS)}
-  return [last[k] for k in sorted(last, key=lambda k: (k[1], order.get(k[0], len(order)), k[0]))]

@@ -21,9 +21,10 @@ import jax
 import ml_collections
 
 from initlab import config as config_lib
+from initlab import rundir
 from initlab.train import loop
 
-RUNS_DIR = 'runs'
+RUNS_DIR = rundir.RUNS
 
 
 def run_configs(config: ml_collections.ConfigDict
@@ -43,14 +44,13 @@ def run_configs(config: ml_collections.ConfigDict
   return out
 
 
-def run_dir(workdir: str | os.PathLike, scheme: str, seed: int) -> pathlib.Path:
-  return pathlib.Path(workdir) / RUNS_DIR / scheme / f'seed_{seed}'
+run_dir = rundir.run_dir
 
 
 def _finished(path: pathlib.Path, config: ml_collections.ConfigDict) -> bool:
   try:
-    summary = json.loads((path / loop.SUMMARY_NAME).read_text())
-    saved = json.loads((path / loop.CONFIG_NAME).read_text())
+    summary = rundir.read_json(path / rundir.SUMMARY)
+    saved = json.loads((path / rundir.CONFIG).read_text())
   except (OSError, ValueError):
     return False
   return (not summary.get('error') and summary.get('steps') == config.train.steps
