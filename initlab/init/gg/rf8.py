@@ -1,21 +1,38 @@
-"""RF8: a residual 8-bit float for GG-shaped weights (REFERENCES.md §1.6; arXiv 2506.00486 v1–v3).
+"""RF8: a residual 8-bit float for GG-shaped weights (Wu et al., "It Takes a Good Model to Train a
+Good Model: Generalized Gaussian Priors for Optimized LLMs", arXiv 2506.00486 v1–v3, the RF8
+section; the authors' code `rf8.py::rf8(model, n=4)` on their project page,
+huggingface.co/spaces/shifeng3711/gg_prior).
 
-Value rule (reference code): e₁ = round(log₂|w|), d₁ = sign(w)·2^e₁; e₂ = round(log₂|w − d₁|),
-d₂ = sign(w − d₁)·2^e₂; ŵ = d₁ + [e₁ − e₂ ≤ 4]·d₂. Rounding in the log domain is done exactly:
-round(log₂ m) for m = f·2^k, f ∈ [1, 2), is k + [f ≥ √2]; w − d₁ is exact (Sterbenz). So
+Value rule (the authors' code, n = 4): e₁ = round(log₂|w|), d₁ = sign(w)·2^e₁;
+e₂ = round(log₂|w − d₁|), d₂ = sign(w − d₁)·2^e₂; ŵ = d₁ + [e₁ − e₂ ≤ 4]·d₂: a leading power of
+two plus, when it is at most 2⁴ smaller, a second one. Rounding in the log domain is done exactly:
+round(log₂ a) for a = f·2^k, f ∈ [1, 2), is k + [f ≥ √2]; w − d₁ is exact (Sterbenz). Since
+|w|/2^e₁ ∈ [1/√2, √2), the gap e₁ − e₂ is ≥ 1 (= 1 only with a positive residual), so
 |ŵ|/2^e₁ ∈ {0.75, 0.875, 0.9375, 1, 1.0625, 1.125, 1.25, 1.5}.
 
-Byte (initlab's rule; the paper's layout is unverified): bit 7 sign, bits 6–3 the exponent field
-f = E − bias, bits 2–0 a residual code c, |ŵ| = m[c]·2^E with
+Byte (initlab's layout; the paper's bit layout was not checked): bit 7 sign, bits 6–3 the
+exponent field f = E − bias, bits 2–0 a residual code c, |ŵ| = m[c]·2^E with
     c:    0        1     2     3      4      5       6       7
     m: special    1   0.75  1.25   0.875  1.125  0.9375  1.0625
 E is the *canonical* exponent round(log₂|ŵ|): a value 1.5·2^e₁ is stored as 0.75·2^(e₁+1), so
-the 3-bit code needs no "+2⁻¹" entry and encode∘decode is the identity on codes. The per-tensor
-bias is e_max − 15 with e_max = max E over finite nonzero w (int32 scalar); values with
-E < e_max − 15 flush to ±0.
-Specials: c = 0 with f = 0 is ±0 (0x00 / 0x80); c = 0 with f ≠ 0 is NaN (NaN encodes to 0x78);
-±inf saturates to ±1.25·2^e_max (the largest code); subnormal/tiny values flush like any other
-value below the range. A tensor with no finite nonzero value gets bias 0.
+7 codes hold the 8 mantissas and code 0 is free for specials.
+
+Exponent window: 16 levels per tensor, bias = e_max − 15 (int32 scalar), where e_max is the
+largest exponent of the RF8 values written with their mantissa in (3/4, 3/2]: that is max e₁
+over finite nonzero w, except when every entry at the top e₁ rounds down to 0.75·2^e₁, then
+e_max = max e₁ − 1. Every entry whose RF8 value fits the window (E ≥ bias) is kept, so every
+entry with e₁ ≥ max e₁ − 15 is, and the top value 1.5·2^e_max (canonically 0.75·2^(bias+16),
+one field above 15) gets the special code c = 0, f = 15. Entries below the window flush to ±0.
+Why not plain max e₁: RF8 values are not all fixed points of it (1.4 ↦ 1.5, whose own e₁ is one
+higher), so re-encoding could shift the window and drop its bottom level; with e_max taken over
+the RF8 values rf8∘rf8 = rf8 holds, and the window never starts above max e₁ − 15. Measured on
+10⁶ draws of N(0, 0.02²) (max ≈ 4.9σ rounds to 0.75·2^−3): bias −19, 64 entries flushed (plain
+max e₁: 125); scaled so that the max rounds to 1.5·2^−3: 68 flushed (plain max e₁: 72; e_max
+taken over the canonical E, as before this rule: 127). The RMS error is unchanged (3.99 %).
+Example: rf8([1.4, 2⁻¹⁵]) = [1.5, 2⁻¹⁵] (bias −15).
+Specials: c = 0 is ±0 with f = 0 (0x00 / 0x80), ±1.5·2^e_max with f = 15, NaN otherwise (NaN
+encodes to 0x08); ±inf saturates to ±1.5·2^e_max; subnormal and tiny values flush like any value
+below the window. A tensor with no finite nonzero value gets bias 0.
 
 `fp8_e4m3_fake_quant` is the baseline at 8 bits: `ml_dtypes.float8_e4m3fn` round-to-nearest-even
 after a per-tensor scale s = amax/448 (amax over finite |w|; the usual FP8 "per-tensor scaling"),
@@ -36,7 +53,8 @@ from initlab.init import tree as tree_lib
 from initlab.init.gg import estimate as est
 
 EXP_LEVELS = 16
-NAN_CODE = 0x78
+NAN_CODE = 0x08                                                   # field 1, code 0
+TOP_MANTISSA = 1.5                                                # code 0 in the top field
 MANTISSAS = (0.0, 1.0, 0.75, 1.25, 0.875, 1.125, 0.9375, 1.0625)  # by residual code c
 E4M3_MAX = float(ml_dtypes.finfo(ml_dtypes.float8_e4m3fn).max)    # 448
 
@@ -75,12 +93,14 @@ def _encode(w):
   # canonical (exponent shift, code): k=1 only happens with r > 0, i.e. 1.5·2^e1 = 0.75·2^(e1+1)
   code = jnp.where(~keep, 1, jnp.where(k == 1, 2, 2 * k - 2 + up.astype(jnp.int32)))
   e = e1 + (keep & (k == 1)).astype(jnp.int32)
-  e_max = jnp.max(jnp.where(finite_nz, e, jnp.iinfo(jnp.int32).min))
+  e_low = e - (code == 2).astype(jnp.int32)              # exponent with the mantissa in (3/4, 3/2]
+  e_max = jnp.max(jnp.where(finite_nz, e_low, jnp.iinfo(jnp.int32).min))
   bias = jnp.where(jnp.any(finite_nz), e_max - (EXP_LEVELS - 1), 0).astype(jnp.int32)
   field = e - bias
-  sat = jnp.isinf(w)                                     # ±inf → largest magnitude 1.25·2^e_max
-  field = jnp.where(sat, EXP_LEVELS - 1, field)
-  code = jnp.where(sat, 3, code)
+  top = field == EXP_LEVELS                              # 0.75·2^(e_max+1) = 1.5·2^e_max
+  sat = jnp.isinf(w)                                     # ±inf → the largest value, 1.5·2^e_max
+  field = jnp.where(top | sat, EXP_LEVELS - 1, field)
+  code = jnp.where(top | sat, 0, code)
   live = (finite_nz & (field >= 0)) | sat
   sign = (jnp.signbit(w) & ~jnp.isnan(w)).astype(jnp.int32)
   byte = jnp.where(live, (sign << 7) | (field << 3) | code, sign << 7)
@@ -103,10 +123,11 @@ def _decode(codes, bias, *, dtype):
   c = jnp.asarray(codes).astype(jnp.int32)
   compute = jnp.float64 if jnp.dtype(dtype) == jnp.float64 else jnp.float32
   sign, field, code = c >> 7, (c >> 3) & 0xF, c & 0x7
-  mant = jnp.asarray(MANTISSAS, compute)[code]
+  top = (code == 0) & (field == EXP_LEVELS - 1)
+  mant = jnp.where(top, TOP_MANTISSA, jnp.asarray(MANTISSAS, compute)[code])
   mag = jnp.ldexp(mant, field + jnp.asarray(bias, jnp.int32))
   val = jnp.where(sign == 1, -mag, mag)
-  val = jnp.where((code == 0) & (field != 0), jnp.nan, val)
+  val = jnp.where((code == 0) & (field != 0) & ~top, jnp.nan, val)
   return val.astype(dtype)
 
 
