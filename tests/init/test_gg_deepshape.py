@@ -1,4 +1,5 @@
-"""DeepShape (REFERENCES.md §1.5): histogram specification onto a narrower GG."""
+"""DeepShape (arXiv 2506.00486 v1–v3; the authors' `GGD_deepshape`): histogram specification
+onto a narrower GG."""
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -44,40 +45,71 @@ def test_refits_to_the_target_and_is_monotone(leftover, adj_minnum, std_scale):
   assert gg.grid_entropy(out) < gg.grid_entropy(params) - 0.2
 
 
-def _numpy_reference(theta, adj_minnum, leftover, shape_scale=0.8, std_scale=0.6, bits=13):
-  """REFERENCES.md §1.5 step by step in float64 numpy, walking the bins in a Python loop."""
+def _authors_deepshape(theta, adj_minnum, shape_scale=0.8, std_scale=0.6, bits=13):
+  """DeepShape as the authors describe it (arXiv 2506.00486 v1–v3; their `GGD_deepshape`), read
+  independently of initlab: float64 numpy, one target bin at a time.
+
+  q = round(θ·2^b) (their quantizer is not published); T = the smallest positive grid value
+  present at most adj_minnum times; a moment fit (β by Brent on r(β) = ρ̂) of the θ with
+  |θ| ≤ T·2^-b; μ_q = trunc(mean·2^b); the M entries with |q − μ_q| ≤ T, in increasing q, fill
+  x = μ_q − T … μ_q + T upward with ⌊M·p(x)⌋ entries each, p ∝ exp(−(|x − μ_q|/α')^β'); the rest
+  keep q. Ties in q are ordered by θ (initlab's tie-break; their sort leaves it open).
+  Returns (new grid integers, indices of the floor leftovers, the last value given, fit info).
+  """
   th, scale = theta.astype(np.float64), 2.0**bits
   q = np.round(th * scale).astype(np.int64)
-  half = next(v for v in range(1, q.max() + 2) if np.sum(q == v) <= adj_minnum)
+  values, counts = np.unique(q, return_counts=True)
+  half = int(values[(values > 0) & (counts <= adj_minnum)].min())
   cut = th[np.abs(th) <= half / scale]
   rho = cut.size * np.sum(cut**2) / np.sum(np.abs(cut)) ** 2
   log_r = lambda b: special.gammaln(1 / b) + special.gammaln(3 / b) - 2 * special.gammaln(2 / b)
-  beta = optimize.brentq(lambda b: log_r(b) - np.log(rho), 0.02, 50)
+  beta = optimize.brentq(lambda b: log_r(b) - np.log(rho), 0.02, 50, xtol=1e-14)
   alpha = np.sqrt(np.mean(cut**2) * special.gamma(1 / beta) / special.gamma(3 / beta))
   mu = int(np.mean(cut) * scale)
+  inside = np.nonzero(np.abs(q - mu) <= half)[0]
+  order = inside[np.lexsort((th[inside], q[inside]))]
   xs = np.arange(mu - half, mu + half + 1)
   p = np.exp(-(np.abs(xs - mu) / (std_scale * alpha * scale)) ** (shape_scale * beta))
-  idx = np.nonzero(np.abs(q - mu) <= half)[0]
-  idx = idx[np.argsort(th[idx], kind="stable")]
-  m = idx.size
-  counts = np.floor(m * p / p.sum()).astype(int)
-  if leftover == "spread":
-    order = np.argsort(-(m * p / p.sum() - counts), kind="stable")
-    counts[order[:m - counts.sum()]] += 1
+  per_bin = np.floor(order.size * p / p.sum()).astype(np.int64)
   new, pos = q.copy(), 0
-  for value, c in zip(xs, counts):
-    new[idx[pos:pos + c]] = value
+  for x, c in zip(xs, per_bin):
+    new[order[pos:pos + c]] = x
     pos += c
-  new[idx[pos:]] = np.maximum(q[idx[pos:]], xs[np.nonzero(counts)[0][-1]])
-  return new / scale
+  info = dict(beta=beta, alpha=alpha, mu=mu, half=half, m=order.size)
+  return new, order[pos:], xs[np.nonzero(per_bin)[0][-1]], info
 
 
-@pytest.mark.parametrize("leftover", ["keep", "spread"])
-def test_matches_a_numpy_loop_reference(leftover):
+@pytest.mark.parametrize("adj_minnum", [10, 200])
+def test_keep_matches_the_authors_algorithm(adj_minnum):
   params = _params()
-  want = _numpy_reference(_flat(params), 10, leftover)
-  got = _flat(gg.deepshape(params, adj_minnum=10, leftover=leftover))
-  assert np.mean(got != want) < 1e-4    # float32 vs float64 fit: a floor may flip, in principle
+  theta = _flat(params)
+  want, leftovers, last, ref = _authors_deepshape(theta, adj_minnum)
+  out, info = gg.deepshape(params, adj_minnum=adj_minnum, return_info=True)
+  assert (info.half_range, info.num_in_range, info.mu * SCALE) == (ref["half"], ref["m"], ref["mu"])
+  assert info.beta == pytest.approx(ref["beta"], rel=1e-5)
+  assert info.alpha == pytest.approx(ref["alpha"], rel=1e-5)
+  got = np.round(_flat(out) * SCALE).astype(np.int64)
+  np.testing.assert_array_equal(_flat(out) * SCALE, got)
+  differ = got != want
+  assert not np.any(np.delete(differ, leftovers))       # equal everywhere but the leftovers,
+  q = np.round(theta.astype(np.float64) * SCALE).astype(np.int64)
+  np.testing.assert_array_equal(got[leftovers], np.maximum(q[leftovers], last))  # raised (doc)
+
+
+def test_spread_gives_every_entry_in_range_a_largest_remainder_count():
+  params = _params()
+  out, info = gg.deepshape(params, adj_minnum=2, std_scale=0.4, leftover="spread", return_info=True)
+  theta, got = _flat(params).astype(np.float64), np.round(_flat(out) * SCALE).astype(np.int64)
+  q, mu, half = np.round(theta * SCALE).astype(np.int64), round(info.mu * SCALE), info.half_range
+  inside = np.abs(q - mu) <= half
+  assert inside.sum() == info.num_in_range
+  xs = np.arange(mu - half, mu + half + 1)
+  p = np.exp(-(np.abs(xs - mu) / (info.alpha_target * SCALE)) ** info.beta_target)
+  share = info.num_in_range * p / p.sum()
+  counts = np.array([np.sum(got[inside] == x) for x in xs])
+  assert counts.sum() == info.num_in_range                 # no leftovers
+  assert np.all((counts == np.floor(share)) | (counts == np.floor(share) + 1))
+  np.testing.assert_array_equal(got[~inside], q[~inside])
 
 
 def test_half_range_rule():
