@@ -10,11 +10,12 @@
 Per-layer forward q/var/c (Poole et al. 2016, Schoenholz et al. 2017), backward gradient
 moments for a random linear probe loss, and input–output Jacobian singular values
 (Pennington et al. 2017). Models expose `stages(train) -> [(name, fn)]`.
+Command line: `python -m initlab.diagnostics --help` (`initlab.diagnostics.cli`).
 """
 # pylint: disable=g-importing-member
 from initlab.diagnostics.jacobian import singular_values
 from initlab.diagnostics.propagation import Diagnostics, compare, default_context, measure
-from initlab.diagnostics.plots import plot_depth_profiles
+from initlab.diagnostics.plots import plot_depth_profiles, plot_jacobian_spectrum
 from initlab.diagnostics.stats import (correlation, log2_slope, relu_c_map, second_moment,
                                       unit_variance)
 from initlab.diagnostics.tables import write_table

@@ -43,8 +43,8 @@ def _save(fig, out_dir, name) -> str:
   return path
 
 
-def _spectrum(ax_hist, ax_cdf, results):
-  sv = {n: np.asarray(d.jacobian_sv, np.float64).ravel() for n, d in results.items()}
+def _spectrum(ax_hist, ax_cdf, sv: Mapping[str, np.ndarray]):
+  sv = {n: np.asarray(v, np.float64).ravel() for n, v in sv.items()}
   pos = np.concatenate([v[v > 0] for v in sv.values()] + [np.ones(1)])  # 1: for all-empty
   lo, hi = np.log10(pos.min()), np.log10(pos.max())
   bins = np.linspace(lo - 0.05, hi + 0.05, 41)
@@ -79,7 +79,8 @@ def plot_depth_profiles(results: Mapping[str, Diagnostics], out_dir: str) -> lis
   os.makedirs(out_dir, exist_ok=True)
   paths = []
   for name, fields, title in [
-      ("forward_variance.png", [("q", "q = mean h²"), ("var", "Var_batch(h)")], "forward"),
+      ("forward_variance.png", [("q", "q = mean h² of stage outputs"), ("var", "Var_batch(h)")],
+       "forward"),
       ("gradient_variance.png", [("grad_q", "mean (∂L/∂h)²"), ("grad_var", "Var_batch(∂L/∂h)")],
        "backward (probe loss)")]:
     fig = Figure(figsize=(11, 4))
@@ -93,8 +94,19 @@ def plot_depth_profiles(results: Mapping[str, Diagnostics], out_dir: str) -> lis
   _profile(ax, results, "c", "c = mean cos(h_a, h_b)", log=False)
   ax.set_title("input correlation vs depth")
   paths.append(_save(fig, out_dir, "correlation.png"))
-  fig = Figure(figsize=(11, 4))
-  _spectrum(fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2), results)
-  fig.suptitle("input–output Jacobian singular values")
-  paths.append(_save(fig, out_dir, "jacobian_spectrum.png"))
+  paths.append(plot_jacobian_spectrum({n: d.jacobian_sv for n, d in results.items()},
+                                      os.path.join(out_dir, "jacobian_spectrum.png")))
   return paths
+
+
+def plot_jacobian_spectrum(sv: Mapping[str, np.ndarray], path: str, title: str = "") -> str:
+  """Histogram of log10 σ and CDF of σ, one line per name; `sv[name]` any shape (pooled).
+
+  Writes the PNG at `path` and returns it.
+  """
+  fig = Figure(figsize=(11, 4))
+  _spectrum(fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2), sv)
+  fig.suptitle(title or "input–output Jacobian singular values")
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  return path

@@ -27,6 +27,7 @@ import numpy as np
 from flax import nnx
 from jax.flatten_util import ravel_pytree
 
+from initlab import rundir
 from initlab.diagnostics import jacobian as jac_lib
 from initlab.diagnostics import stats
 from initlab.init.schemes import InitContext, SchemeResult
@@ -47,6 +48,12 @@ class Diagnostics:
     flattened output w.r.t. the flattened output of `jacobian_from` ('input' = the batch);
     exact (k = min(m, n)) when `jacobian_exact`, else a sketch (`initlab.diagnostics.jacobian`).
   jacobian_shape: (m, n) = (output size, input size) per example.
+  train: the mode of the forward/backward statistics (True: BatchNorm normalizes with the
+    batch's statistics, as at a training step; False: with its running averages); None if
+    unknown (files written before it was recorded). The Jacobian is always eval mode.
+
+  `to_dict`/`from_dict` own the keys of init_diagnostics.json (`initlab.rundir`): a run's
+  trainer writes `to_dict()`, the report reads it back with `from_dict`.
   """
   names: tuple[str, ...]
   q: np.ndarray
@@ -60,6 +67,7 @@ class Diagnostics:
   jacobian_exact: bool
   jacobian_from: str
   jacobian_shape: tuple[int, int]
+  train: bool | None = None
 
   @property
   def depth(self) -> int:
@@ -78,18 +86,24 @@ class Diagnostics:
         c_last=float(self.c[-1]), **self.jacobian_summary(), jacobian_exact=self.jacobian_exact)
 
   def to_dict(self) -> dict[str, Any]:
-    """Plain lists/floats (non-finite numbers become None), `json.dumps`-able."""
+    """Plain lists/floats/str, non-finite floats as "nan"/"inf" (`initlab.rundir.encode`)."""
     out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
     out["summary"] = self.summary()
-    return _jsonable(out)
+    return rundir.encode(_plain(out))
 
   @classmethod
   def from_dict(cls, d: Mapping[str, Any]) -> "Diagnostics":
+    """Inverse of `to_dict` (also reads None as NaN). KeyError names a missing key."""
+    missing = [f.name for f in dataclasses.fields(cls) if f.name not in d and f.name != "train"]
+    if missing:
+      raise KeyError(f"Diagnostics keys {missing} missing (have {sorted(d)})")
+    d = rundir.decode(dict(d))
     arr = lambda v: np.array(v, dtype=np.float64)  # None → nan
     return cls(names=tuple(d["names"]), **{k: arr(d[k]) for k in _ARRAYS},
                input_q=float(arr(d["input_q"])), input_c=float(arr(d["input_c"])),
                jacobian_sv=arr(d["jacobian_sv"]), jacobian_exact=bool(d["jacobian_exact"]),
-               jacobian_from=d["jacobian_from"], jacobian_shape=tuple(d["jacobian_shape"]))
+               jacobian_from=d["jacobian_from"], jacobian_shape=tuple(d["jacobian_shape"]),
+               train=d.get("train"))
 
 
 def _ratio(a, b) -> float:
@@ -97,20 +111,13 @@ def _ratio(a, b) -> float:
     return float(np.float64(a) / np.float64(b))
 
 
-def _jsonable(x):
+def _plain(x):
+  """numpy arrays/scalars and tuples as python lists/scalars."""
   if isinstance(x, dict):
-    return {k: _jsonable(v) for k, v in x.items()}
-  if isinstance(x, np.ndarray):
-    return _jsonable(x.tolist())
-  if isinstance(x, (list, tuple)):
-    return [_jsonable(v) for v in x]
-  if isinstance(x, (float, np.floating)):
-    return float(x) if math.isfinite(x) else None
-  if isinstance(x, np.integer):
-    return int(x)
-  if isinstance(x, np.bool_):
-    return bool(x)
-  return x
+    return {k: _plain(v) for k, v in x.items()}
+  if isinstance(x, (np.ndarray, list, tuple)):
+    return [_plain(v) for v in (x.tolist() if isinstance(x, np.ndarray) else x)]
+  return x.item() if isinstance(x, np.generic) else x
 
 
 def _stages(model, train: bool):
@@ -196,7 +203,7 @@ def _is_float(tree) -> bool:
   return all(jnp.issubdtype(l.dtype, jnp.inexact) for l in jax.tree.leaves(tree))
 
 
-def measure(model: nnx.Module, batch, *, key: jax.Array, train: bool = False,
+def measure(model: nnx.Module, batch, *, key: jax.Array, train: bool = True,
             num_jacobian_examples: int = 4, max_jacobian_dim: int = 256) -> Diagnostics:
   """Forward q/var/c, backward gradient moments and Jacobian spectrum of `model` on `batch`.
 
@@ -204,8 +211,14 @@ def measure(model: nnx.Module, batch, *, key: jax.Array, train: bool = False,
     model: an NNX module with `stages(train)` (module docstring); its current params.
     batch: (B, ...) input array, B ≥ 2 for c-values.
     key: draws the backward probe and the Jacobian sketch.
-    train: passed to `stages` for the forward/backward statistics. The Jacobian is always
-      that of the inference-mode map of one example (train=False), since in train mode one
+    train: passed to `stages` for the forward/backward statistics. Default True: BatchNorm
+      normalizes with the batch's own statistics, which is what the first training step
+      computes and differentiates. In eval mode (False) it uses the running averages, which
+      at init are mean 0 / variance 1, so BatchNorm is ≈ the identity and the statistics are
+      those of the network without normalization (He on ResNet-20: q last/first ≈ 181 in eval
+      vs ≈ 9.1 in train mode) — a network that training never runs. Models without
+      BatchNorm or dropout give the same numbers in both modes. The Jacobian is always that
+      of the inference-mode map of one example (train=False), since in train mode one
       example's output depends on the rest of the batch.
     num_jacobian_examples: E, the first E examples of the batch get a Jacobian; 0 skips the
       Jacobian (its summary is then NaN).
@@ -238,7 +251,8 @@ def measure(model: nnx.Module, batch, *, key: jax.Array, train: bool = False,
       names=names, **{k: np.asarray(out[k], np.float64) for k in _ARRAYS},
       input_q=float(out["input_q"]), input_c=float(out["input_c"]),
       jacobian_sv=np.asarray(sv, np.float64), jacobian_exact=exact,
-      jacobian_from="input" if start == 0 else names[start - 1], jacobian_shape=(m, n))
+      jacobian_from="input" if start == 0 else names[start - 1], jacobian_shape=(m, n),
+      train=bool(train))
 
 
 def default_context(model: nnx.Module, batch, model_config=None) -> InitContext:

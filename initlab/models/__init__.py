@@ -29,8 +29,8 @@ The two hooks every model implements:
 # pylint: disable=g-importing-member
 from initlab.models.layers import ACTIVATIONS, Attention, MlpBlock, TransformerBlock
 from initlab.models.mlp import MLP
-from initlab.models.registry import (build, default_config, model_names, preset_names,
-                                     register_model)
+from initlab.models.registry import (InputSpec, build, default_config, input_spec, model_names,
+                                     preset_names, register_model)
 from initlab.models.resnet import ResNet
 from initlab.models.resnet import param_count as resnet_param_count
 from initlab.models.sharding import LOGICAL_AXES, PRESETS as SHARDING_PRESETS, logical_axis_rules

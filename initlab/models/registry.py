@@ -11,6 +11,7 @@ Presets (e.g. 'resnet20') are default configs with some options set.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Callable, Mapping
 
 from flax import nnx
@@ -22,9 +23,18 @@ from initlab.models import mlp, resnet, transformer_lm, vit
 
 
 @dataclasses.dataclass(frozen=True)
+class InputSpec:
+  """One example's input: `shape` (None: a sequence length the caller picks) of floats, or of
+  integer tokens in [0, vocab_size) when `vocab_size` is set."""
+  shape: tuple[int | None, ...]
+  vocab_size: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class ModelEntry:
   cls: type[nnx.Module]                                  # Called as cls(**options, rngs=rngs).
   default_config: Callable[[], ml_collections.ConfigDict]
+  input_spec: Callable[[Any], InputSpec] | None = None  # model config -> its input
 
 
 _MODELS: dict[str, ModelEntry] = {}
@@ -39,11 +49,23 @@ _DTYPE_KEYS = ('dtype', 'param_dtype')
 
 
 def register_model(name: str, cls: type[nnx.Module],
-                   default_config: Callable[[], ml_collections.ConfigDict]) -> None:
-  """Adds a model: `default_config()` must return `name` plus every keyword option of `cls`."""
+                   default_config: Callable[[], ml_collections.ConfigDict],
+                   input_spec: Callable[[Any], InputSpec] | None = None) -> None:
+  """Adds a model: `default_config()` must return `name` plus every keyword option of `cls`;
+  `input_spec(config)` says what one example's input is (for random-input diagnostics)."""
   if name in _MODELS:
     raise ValueError(f'model {name!r} is already registered')
-  _MODELS[name] = ModelEntry(cls, default_config)
+  _MODELS[name] = ModelEntry(cls, default_config, input_spec)
+
+
+def input_spec(config: Mapping[str, Any]) -> InputSpec:
+  """The `InputSpec` of model config `config` (`name` + options)."""
+  name = config['name']
+  entry = _MODELS.get(name)
+  if entry is None or entry.input_spec is None:
+    raise ValueError(f'model {name!r} has no registered input spec; models with one: '
+                     f'{tuple(n for n, e in sorted(_MODELS.items()) if e.input_spec)}')
+  return entry.input_spec(config)
 
 
 def model_names() -> tuple[str, ...]:
@@ -116,7 +138,10 @@ def build(config_model: Mapping[str, Any], *, rngs: nnx.Rngs) -> nnx.Module:
   return cls(**options, rngs=rngs)
 
 
-register_model('mlp', mlp.MLP, mlp.default_config)
-register_model('resnet', resnet.ResNet, resnet.default_config)
-register_model('vit', vit.ViT, vit.default_config)
-register_model('transformer_lm', transformer_lm.TransformerLM, transformer_lm.default_config)
+_image = lambda c: InputSpec(tuple(c['input_shape']))
+register_model('mlp', mlp.MLP, mlp.default_config,
+               lambda c: InputSpec((math.prod(c['input_shape']),)))
+register_model('resnet', resnet.ResNet, resnet.default_config, _image)
+register_model('vit', vit.ViT, vit.default_config, _image)
+register_model('transformer_lm', transformer_lm.TransformerLM, transformer_lm.default_config,
+               lambda c: InputSpec((None,), vocab_size=c['vocab_size']))

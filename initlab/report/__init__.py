@@ -1,11 +1,11 @@
-"""initlab.report: compare initialization schemes across seeds from a study directory.
+"""initlab.report: compare initialization schemes across seeds, for a study or a single run.
 
     from initlab.report import build_report
-    results = build_report("/tmp/study")      # writes report.md, results.json and PNG plots
+    results = build_report("runs/study")      # writes report.md, results.json and PNG plots
 
-The study layout it reads is documented in `initlab.report.study`.
+The layout it reads is `initlab.rundir`'s; the reader is `initlab.report.runs`.
 """
 from initlab.report.build import build_report
-from initlab.report.study import SeedRun, Study, load_study
+from initlab.report.runs import SeedRun, Study, load_study
 
 __all__ = ["build_report", "load_study", "SeedRun", "Study"]

@@ -1,7 +1,10 @@
-"""Numbers of a study: per-seed finals, mean ± std over seeds, steps to target, curves.
+"""Numbers of a study: per-seed finals, mean ± std and 95% CI over seeds, paired comparisons
+of schemes across seeds, steps to target, curves, init diagnostics.
 
 Statistics skip non-finite values (a diverged seed) and count them instead; std is the sample
-standard deviation (ddof=1), 0 for a single seed.
+standard deviation (ddof=1), NaN ("n/a") for a single seed. Confidence intervals are Student-t
+intervals of the mean; schemes are compared with a paired t-test on the per-seed differences
+(seed k of every scheme shares its data order), `scipy.stats.ttest_rel`.
 """
 from __future__ import annotations
 
@@ -11,12 +14,15 @@ import warnings
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
+from scipy import stats as sp_stats
 
-from initlab.report.study import SeedRun
-from initlab.train import metrics as metrics_lib
+from initlab import rundir
+from initlab.report.runs import SeedRun
 
 STD_DDOF = 1
-DIAGNOSTIC_KEYS = ("q", "c", "grad_var", "jac_sv")
+CONFIDENCE = 0.95
+ALPHA = 0.05
+DIAGNOSTIC_KEYS = ("q", "c", "grad_q", "grad_var")
 _LOWER_IS_BETTER = ("loss", "error", "perplexity", "ppl", "nll")
 
 
@@ -29,7 +35,7 @@ def final_metrics(run: SeedRun) -> dict[str, float]:
         finals[f"{record['split']}/{name}"] = _as_float(value)
   summary_finals = (run.summary or {}).get("final") or {}
   if isinstance(summary_finals, Mapping):
-    finals.update({k: _as_float(metrics_lib.decode_json_value(v))
+    finals.update({k: _as_float(rundir.decode_value(v))
                    for k, v in summary_finals.items()})
   return finals
 
@@ -43,19 +49,79 @@ def run_steps(run: SeedRun) -> int | None:
 
 
 def stats(values: Sequence[float | None]) -> dict[str, Any]:
-  """mean/std/min/max over the finite values; n, n_nonfinite and n_missing (None) counted."""
+  """mean/std/min/max and the 95% CI of the mean over the finite values; n, n_nonfinite and
+  n_missing (None) counted. std and the CI are NaN for fewer than two finite values."""
   present = [v for v in values if v is not None]
   finite = np.asarray([v for v in present if math.isfinite(v)], dtype=np.float64)
   n = int(finite.size)
+  mean = float(finite.mean()) if n else math.nan
+  std = float(finite.std(ddof=STD_DDOF)) if n > 1 else math.nan
+  half = t_half_width(std, n)
   return {
-      "mean": float(finite.mean()) if n else math.nan,
-      "std": float(finite.std(ddof=STD_DDOF)) if n > 1 else (0.0 if n else math.nan),
+      "mean": mean, "std": std, "ci_lo": mean - half, "ci_hi": mean + half,
       "min": float(finite.min()) if n else math.nan,
       "max": float(finite.max()) if n else math.nan,
       "n": n,
       "n_nonfinite": len(present) - n,
       "n_missing": len(values) - len(present),
   }
+
+
+def t_half_width(std: float, n: int, confidence: float = CONFIDENCE) -> float:
+  """Half width t_{(1+confidence)/2, n-1} · std / √n of the Student-t CI; NaN for n < 2."""
+  if n < 2 or not math.isfinite(std):
+    return math.nan
+  return float(sp_stats.t.ppf(0.5 + confidence / 2, n - 1) * std / math.sqrt(n))
+
+
+def paired_comparison(a: Mapping[int, float], b: Mapping[int, float]) -> dict[str, Any]:
+  """Scheme b minus scheme a over the seeds where both are finite (pairs by seed index).
+
+  Returns {"n", "mean_diff", "ci_lo", "ci_hi", "p"}: the mean per-seed difference, its 95%
+  Student-t CI and the two-sided paired t-test p-value (`scipy.stats.ttest_rel`). With equal
+  differences on every seed (zero spread) p is 0 if they are non-zero, else 1; with fewer than
+  two pairs the CI and p are NaN.
+  """
+  seeds = sorted(s for s in a.keys() & b.keys()
+                 if math.isfinite(a[s]) and math.isfinite(b[s]))
+  x = np.asarray([a[s] for s in seeds], np.float64)
+  y = np.asarray([b[s] for s in seeds], np.float64)
+  d = y - x
+  n = int(d.size)
+  out = {"n": n, "seeds": seeds, "mean_diff": float(d.mean()) if n else math.nan,
+         "ci_lo": math.nan, "ci_hi": math.nan, "p": math.nan}
+  if n < 2:
+    return out
+  sd = float(d.std(ddof=1))
+  half = t_half_width(sd, n)
+  out.update(ci_lo=out["mean_diff"] - half, ci_hi=out["mean_diff"] + half)
+  if sd <= 1e-12 * abs(out["mean_diff"]) or sd == 0:   # no spread (up to rounding)
+    out["p"] = 0.0 if out["mean_diff"] != 0 else 1.0
+  else:
+    out["p"] = float(sp_stats.ttest_rel(y, x).pvalue)
+  return out
+
+
+def compare_schemes(per_seed: Mapping[str, Mapping[int, float]], mode: str
+                    ) -> dict[str, Any]:
+  """Ranks schemes by their mean (best first; `mode` "max" or "min") and compares each with
+  the best one by `paired_comparison` (difference = scheme − best).
+
+  Args:
+    per_seed: scheme -> {seed: final value} (non-finite values allowed, left out).
+    mode: "max" if higher is better, else "min".
+
+  Returns:
+    {"ranking": [scheme, ...], "best": scheme or None, "vs_best": {scheme: comparison}}.
+  """
+  means = {s: stats(list(v.values()))["mean"] for s, v in per_seed.items()}
+  ranked = sorted((s for s in means if math.isfinite(means[s])),
+                  key=lambda s: -means[s] if mode == "max" else means[s])
+  ranked += [s for s in means if s not in ranked]
+  best = ranked[0] if ranked and math.isfinite(means[ranked[0]]) else None
+  vs_best = {s: paired_comparison(per_seed[best], per_seed[s])
+             for s in ranked[1:]} if best is not None else {}
+  return {"ranking": ranked, "best": best, "vs_best": vs_best}
 
 
 def target_mode(metric: str) -> str:
@@ -118,35 +184,47 @@ def metric_names(runs: Iterable[SeedRun], split: str) -> list[str]:
   return list(names)
 
 
+def eval_every(runs: Iterable[SeedRun], config: Mapping[str, Any] | None) -> int | None:
+  """Steps between evaluations: config.json's train.eval_every, else the smallest gap
+  between logged eval steps; None if unknown."""
+  every = ((config or {}).get("train") or {}).get("eval_every")
+  if every:
+    return int(every)
+  steps = [int(r["step"]) for run in runs for r in run.records
+           if r.get("split") == "eval" and int(r["step"]) > 0]
+  return min(steps) if steps else None   # the first evaluation happens at step eval_every
+
+
 def diagnostics(runs: Iterable[SeedRun], notes: list[str]) -> dict[str, Any] | None:
-  """Across-seed mean/min/max of each per-stage init diagnostic, or None without any."""
-  found = [(run, run.diagnostics) for run in runs if run.diagnostics]
+  """Across-seed summary of the runs' init diagnostics (`Diagnostics`), or None without any.
+
+  Returns {"stages", "n_seeds", "train" (mode, None if unknown or mixed), "jacobian_exact",
+  key: {"mean", "min", "max"} over seeds per stage for each of DIAGNOSTIC_KEYS, "summary":
+  {name: mean over seeds of `Diagnostics.summary()[name]`}, "jacobian_sv": every seed's
+  singular values, pooled (a flat list)}.
+  """
+  found = [(run, run.diagnostics) for run in runs if run.diagnostics is not None]
   if not found:
     return None
-  stages = list(found[0][1].get("stages") or [])
-  out = {"stages": stages, "n_seeds": len(found)}
+  first = found[0][1]
+  same = [d for _, d in found if d.names == first.names]
+  if len(same) < len(found):
+    notes.append(f"{found[0][0].scheme}: init diagnostics with other stages than "
+                 f"{list(first.names)} ignored ({len(found) - len(same)} seed(s))")
+  modes = {d.train for d in same}
+  out = {"stages": list(first.names), "n_seeds": len(same),
+         "train": modes.pop() if len(modes) == 1 else None,
+         "jacobian_exact": all(d.jacobian_exact for d in same)}
   for key in DIAGNOSTIC_KEYS:
-    arrays = []
-    for run, diag in found:
-      if key not in diag:
-        continue
-      try:
-        array = np.asarray([_as_float(metrics_lib.decode_json_value(v)) for v in diag[key]])
-      except (TypeError, ValueError):
-        notes.append(f"{run.scheme}/seed_{run.seed}: init_diagnostics {key!r} is not a list "
-                     "of numbers; ignored")
-        continue
-      arrays.append(array)
-    if not arrays:
-      continue
-    if len({a.size for a in arrays}) != 1:
-      notes.append(f"{found[0][0].scheme}: init_diagnostics {key!r} has different lengths "
-                   "across seeds; ignored")
-      continue
-    table = np.stack(arrays)
+    table = np.stack([np.asarray(getattr(d, key), np.float64) for d in same])
     table[~np.isfinite(table)] = np.nan
     out[key] = {"mean": _nan_reduce(np.nanmean, table), "min": _nan_reduce(np.nanmin, table),
                 "max": _nan_reduce(np.nanmax, table)}
+  summaries = [d.summary() for d in same]
+  out["summary"] = {k: _nan_reduce(np.nanmean, np.asarray([[float(s[k])] for s in summaries]))[0]
+                    for k in summaries[0] if k != "jacobian_exact"}
+  sv = [np.asarray(d.jacobian_sv, np.float64).ravel() for d in same]
+  out["jacobian_sv"] = [float(v) for v in np.concatenate(sv)]
   return out
 
 
@@ -159,9 +237,9 @@ def _nan_reduce(fn, table: np.ndarray) -> list[float]:
 
 def _split_metric(metric: str) -> tuple[str, str]:
   split, sep, name = metric.partition("/")
-  if not sep or split not in metrics_lib.SPLITS:
+  if not sep or split not in rundir.SPLITS:
     raise ValueError(f"target_metric={metric!r}: expected 'split/name' with split in "
-                     f"{metrics_lib.SPLITS}, e.g. 'eval/accuracy'")
+                     f"{rundir.SPLITS}, e.g. 'eval/accuracy'")
   return split, name
 
 

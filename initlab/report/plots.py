@@ -18,8 +18,8 @@ from initlab.report.aggregate import Curve
 DPI = 110
 _PANEL_SIZE = (5.2, 3.8)
 _DIAGNOSTIC_TITLES = {
-    "q": "forward variance $q^l$ at init",
-    "grad_var": "backward gradient variance at init",
+    "q": "forward: q = mean h² of each stage's output",
+    "grad_var": "backward: Var_batch(∂L/∂h), random probe loss",
 }
 
 
@@ -58,14 +58,15 @@ def plot_curves(curves: Mapping[str, Mapping[str, Curve]], metric: str, path: pa
     ax.set_xlabel("step")
     ax.set_ylabel(metric)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
+    if ax.get_legend_handles_labels()[0]:
+      ax.legend(fontsize="small")
   fig.suptitle(f"{metric}: mean over seeds, band = min–max", fontsize="medium")
   return _save(fig, path)
 
 
 def plot_init_variance(diagnostics: Mapping[str, Mapping], path: pathlib.Path,
                        colors: Mapping[str, tuple]) -> pathlib.Path | None:
-  """Saves per-layer variance at init vs depth (log-y), one line per scheme.
+  """Saves per-stage q (mean square) and gradient variance at init vs depth (log-y).
 
   Args:
     diagnostics: scheme -> `aggregate.diagnostics(...)` output.
@@ -99,7 +100,7 @@ def plot_init_variance(diagnostics: Mapping[str, Mapping], path: pathlib.Path,
                     fontsize="small")
     ax.set_title(_DIAGNOSTIC_TITLES[key])
     ax.set_xlabel("layer (depth)")
-    ax.set_ylabel("variance")
+    ax.set_ylabel("q (mean h²)" if key == "q" else "gradient variance")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize="small")
   return _save(fig, path)

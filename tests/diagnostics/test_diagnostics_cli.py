@@ -1,5 +1,5 @@
-"""`python -m initlab.diagnose`: `main` in-process with absl flags, the error path as a
-subprocess, and `run` end to end on a small zoo ResNet.
+"""`python -m initlab.diagnostics` (and its alias `initlab.diagnose`): `main` in-process with
+absl flags, the error path as a subprocess, and `run` end to end on a small zoo ResNet.
 
 The ResNet uses the deterministic ZerO scheme: on CPU each random initializer costs an XLA
 compile per param shape, which would dominate this test."""
@@ -8,10 +8,12 @@ import subprocess
 import sys
 
 from absl import flags
+import jax
 import numpy as np
 import pytest
 
-from initlab import diagnose
+from initlab import models
+from initlab.diagnostics import cli as diagnose
 
 PNGS = ("correlation.png", "forward_variance.png", "gradient_variance.png",
         "jacobian_spectrum.png")
@@ -21,29 +23,37 @@ TABLES = ("diagnostics.md", "diagnostics.json", "stages.csv", "summary.csv")
 @pytest.fixture
 def parse_flags():
   def parse(*args):
-    flags.FLAGS(["diagnose", *args])
+    flags.FLAGS(["diagnostics", *args])
   yield parse
   flags.FLAGS.unparse_flags()
 
 
-def test_main_writes_plots_and_table(parse_flags, tmp_path, capsys):
-  out = tmp_path / "diag"
+def test_main_writes_plots_and_table(parse_flags, tmp_path, capsys, monkeypatch):
+  monkeypatch.chdir(tmp_path)
   parse_flags("--model=mlp", "--depth=3", "--width=16", "--model_opt=input_shape=(8, 8, 1)",
-              "--init=he_normal,zero", "--batch_size=8", "--jacobian_examples=2", f"--out={out}")
-  diagnose.main(["diagnose"])
+              "--init=he_normal,zero_hadamard", "--batch_size=8", "--jacobian_examples=2",
+              "--out=diag")
+  diagnose.main(["diagnostics"])
+  monkeypatch.chdir(tmp_path.parent)               # a relative --out is resolved at the entry
   printed = capsys.readouterr()
+  out = tmp_path / "diag"
   assert sorted(os.listdir(out)) == sorted(PNGS + TABLES)
-  assert "| he_normal | 4 |" in printed.out and "| zero | 4 |" in printed.out
+  assert "Mode: **train**" in (out / "diagnostics.md").read_text()
+  assert "train mode" in printed.err
+  assert "| he_normal | 4 |" in printed.out and "| zero_hadamard | 4 |" in printed.out
   assert "| 1 | hidden/0 |" in printed.out
-  assert "[2/2] zero" in printed.err and "batch (8, 64)" in printed.err     # progress, data
+  assert "[2/2] zero_hadamard" in printed.err and "batch (8, 64)" in printed.err
 
 
-def test_unknown_init_exits_nonzero_listing_valid_names(tmp_path):
+@pytest.mark.parametrize("module", ["initlab.diagnostics", "initlab.diagnose"])
+def test_unknown_init_exits_nonzero_listing_valid_names(tmp_path, module):
   proc = subprocess.run(
-      [sys.executable, "-m", "initlab.diagnose", "--model=mlp", "--init=he_normal,not_a_scheme",
+      [sys.executable, "-m", module, "--model=mlp", "--init=he_normal,not_a_scheme",
        f"--out={tmp_path}"], capture_output=True, text=True, timeout=300, check=False)
   assert proc.returncode != 0
+  assert any(l.startswith(f"{module}: --init=") for l in proc.stderr.splitlines())
   assert "unknown scheme(s) ['not_a_scheme']" in proc.stderr
+  assert ("deprecated" in proc.stderr) == (module == "initlab.diagnose")
   assert "valid names:" in proc.stderr and "orthogonal" in proc.stderr
   assert "Traceback" not in proc.stderr
   assert not os.listdir(tmp_path)
@@ -62,13 +72,27 @@ def test_config_errors_name_the_valid_choices():
                                ).input_shape == (8, 8, 1)
 
 
+def test_random_batch_follows_the_registry_input_spec():
+  key = jax.random.key(0)
+  mlp = diagnose.model_config("mlp", opts=["input_shape=(4, 4, 2)"])
+  assert diagnose.random_batch(mlp, 3, 7, key).shape == (3, 32)
+  assert diagnose.random_batch(diagnose.model_config("vit"), 2, 7, key).shape == (
+      2, *diagnose.model_config("vit").input_shape)
+  lm = diagnose.model_config("transformer_lm")
+  tokens = diagnose.random_batch(lm, 2, 7, key)
+  assert tokens.shape == (2, 7) and tokens.dtype.kind == "i"
+  assert 0 <= int(tokens.min()) and int(tokens.max()) < lm.vocab_size
+  assert models.input_spec(lm) == models.InputSpec((None,), vocab_size=lm.vocab_size)
+
+
 def test_run_zoo_resnet(tmp_path):
-  results, table = diagnose.run("resnet", diagnose.parse_schemes("zero"), out=str(tmp_path),
-                                depth=8, width=0.25, batch_size=4, jacobian_examples=1,
-                                plot=False, log=lambda s: None)
-  d = results["zero"]
+  results, table = diagnose.run("resnet", diagnose.parse_schemes("zero_hadamard"),
+                                out=str(tmp_path), depth=8, width=0.25, batch_size=4,
+                                jacobian_examples=1, plot=False, log=lambda s: None, train=False)
+  d = results["zero_hadamard"]
+  assert d.train is False and "Mode: **eval**" in table
   assert d.names == ("stem", "stage1/blocks/0", "stage2/blocks/0", "stage3/blocks/0", "head")
-  assert "| zero | 5 |" in table and sorted(os.listdir(tmp_path)) == sorted(TABLES)
+  assert "| zero_hadamard | 5 |" in table and sorted(os.listdir(tmp_path)) == sorted(TABLES)
   assert np.all(np.isfinite(d.q)) and np.all(np.isfinite(d.grad_q)) and np.all(d.q > 0)
   # ZerO: 3x3 convs are identities on the centre tap and BN (eval, at init) is x/sqrt(1+eps),
   # so each stride-1 residual block relu(x + x) multiplies q by 4 (closed form).

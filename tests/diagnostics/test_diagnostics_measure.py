@@ -39,13 +39,20 @@ def test_gradients_are_the_probe_pulled_back(toys, gaussian):
   assert abs(d.grad_q[1] - 1) < 0.15                             # the unit-variance probe
 
 
-def test_train_mode_uses_batch_statistics(toys, gaussian):
+def test_train_mode_uses_batch_statistics_and_is_the_default(toys, gaussian):
   model = toys.BN(rngs=nnx.Rngs(0))
   x = 5.0 + 3.0 * gaussian((64, 8))
-  d = dg.measure(model, x, key=jax.random.key(0), train=True)
-  # relu of a batch-normalized unit has mean square 1/2; in eval mode (running stats at
-  # init: mean 0, var 1) it would keep the raw scale, q ≈ mean((x W)²) ≫ 1.
+  d = dg.measure(model, x, key=jax.random.key(0))
+  assert d.train is True
+  # relu of a batch-normalized unit has mean square 1/2 (as at the first training step).
   assert abs(d.q[1] - 0.5) < 0.05 and d.q[0] > 5
+  # Eval mode: running stats at init (mean 0, var 1) keep the raw scale, q = mean relu(xW)²
+  # / (1 + eps), computed here in float64 from the same kernel.
+  e = dg.measure(model, x, key=jax.random.key(0), train=False)
+  z = np.asarray(x, np.float64) @ np.asarray(model.dense.kernel[...], np.float64)
+  assert e.train is False
+  np.testing.assert_allclose(e.q[1], np.mean(np.maximum(z, 0) ** 2) / (1 + 1e-5), rtol=1e-4)
+  assert e.q[1] > 20 * d.q[1]
   assert np.all(np.isfinite(d.grad_q)) and np.all(d.grad_q > 0)
   assert np.all(np.isfinite(d.jacobian_sv))                          # eval-mode Jacobian
   assert float(model.norm.mean[...].sum()) == 0.0                    # model state untouched
@@ -85,8 +92,17 @@ def test_to_dict_is_json_and_round_trips(toys, gaussian):
     for field in ("q", "c", "grad_q", "jacobian_sv"):
       np.testing.assert_array_equal(getattr(back, field), getattr(d, field))
     assert back.names == d.names and back.jacobian_shape == d.jacobian_shape
+    assert back.train is d.train is True
   zeros = results["zeros"].to_dict()
-  assert zeros["c"] == [None] * 3 and zeros["summary"]["q_ratio"] is None
+  # initlab.rundir's non-finite rule, the same as every other JSON file of a run.
+  assert zeros["c"] == ["nan"] * 3 and zeros["summary"]["q_ratio"] == "nan"
+  assert np.all(np.isnan(dg.Diagnostics.from_dict(zeros).c))
+  old = dict(zeros, c=[None] * 3)                        # files written before the rule
+  del old["train"]
+  back = dg.Diagnostics.from_dict(old)
+  assert np.all(np.isnan(back.c)) and back.train is None
+  with pytest.raises(KeyError, match="jacobian_sv"):
+    dg.Diagnostics.from_dict({k: v for k, v in zeros.items() if k != "jacobian_sv"})
 
 
 def test_compare_is_independent_of_scheme_order(toys, gaussian):

@@ -48,7 +48,7 @@ def test_plot_depth_profiles_writes_pngs(results, tmp_path):
 def test_write_table_markdown_csv_json(results, tmp_path):
   text = dg.write_table(results, str(tmp_path))
   assert text == (tmp_path / "diagnostics.md").read_text()
-  header = text.splitlines()[2]
+  header = next(l for l in text.splitlines() if l.startswith("| scheme |"))
   assert header.startswith("| scheme | stages | q first")
   rows = {line.split(" | ")[0][2:]: line for line in text.splitlines() if line.startswith("| ")}
   assert {"he", "lecun", "zero"} <= set(rows) and "layer_5" in text
@@ -61,4 +61,19 @@ def test_write_table_markdown_csv_json(results, tmp_path):
   loaded = json.loads((tmp_path / "diagnostics.json").read_text())
   back = dg.Diagnostics.from_dict(loaded["lecun"])
   np.testing.assert_array_equal(back.q, results["lecun"].q)
-  assert loaded["zero"]["summary"]["condition"] is None
+  assert loaded["zero"]["summary"]["condition"] == "nan"
+
+
+def test_diagnostics_md_states_the_mode_and_has_a_legend(results, tmp_path):
+  text = dg.write_table(results, str(tmp_path))
+  assert "Mode: not recorded" in text                        # hand-made: train=None
+  for d in results.values():
+    d.train = True
+  text = dg.write_table(results, str(tmp_path))
+  assert "Mode: **train**" in text and "batch's own statistics" in text
+  for d in results.values():
+    d.train = False
+  assert "Mode: **eval**" in dg.write_table(results, str(tmp_path))
+  for term in ("**q**", "**grad q**", "**c**", "**J**", "**J exact**", "J cond",
+               "mean of h²", "σ_max/σ_min", "sketch"):
+    assert term in text, term

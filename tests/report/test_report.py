@@ -1,4 +1,7 @@
-"""build_report on synthetic studies whose finals and curves are known in closed form."""
+"""build_report on synthetic studies whose finals and curves are known in closed form.
+
+The init diagnostics, the scheme comparison and everything a real study writes are tested on
+the output of a real `run_study` in test_report_study.py."""
 import json
 import math
 import pathlib
@@ -29,7 +32,7 @@ def eval_loss(rate, seed, step):
   return 2.2 * math.exp(-rate * step) + 0.2 + 0.05 * seed
 
 
-def write_run(run_dir, rate, seed, *, summary=True, diagnostics=True, depth=6):
+def write_run(run_dir, rate, seed, *, summary=True):
   with MetricWriter(run_dir, tensorboard=False) as writer:
     for step in range(0, STEPS + 1, EVERY):
       writer.write(step, {"loss": train_loss(rate, seed, step), "l2_params": 1.0})
@@ -41,14 +44,6 @@ def write_run(run_dir, rate, seed, *, summary=True, diagnostics=True, depth=6):
              "eval/loss": eval_loss(rate, seed, STEPS), "train/loss": train_loss(rate, seed, STEPS)}
     (run_dir / "summary.json").write_text(json.dumps(
         {"final": final, "steps": STEPS, "wall_s": 1.5 + seed}))
-  if diagnostics:
-    growth = 1.0 + rate * 10
-    (run_dir / "init_diagnostics.json").write_text(json.dumps({
-        "stages": [f"layer_{i}" for i in range(depth)],
-        "q": [growth ** i * (1 + 0.01 * seed) for i in range(depth)],
-        "c": [0.5] * depth,
-        "grad_var": [growth ** (depth - i) for i in range(depth)],
-        "jac_sv": [1.0, 0.5, 0.25]}))
 
 
 def make_study(root, schemes=SCHEMES, seeds=SEEDS, config=None, **kwargs):
@@ -114,7 +109,7 @@ def test_results_json_structure_and_values(study):
   assert results["seeds"] == list(SEEDS) and results["std_ddof"] == 1
   assert results["target"] == {"metric": "eval/accuracy", "value": 0.5, "mode": "max"}
   assert set(results["schemes"]) == set(SCHEMES)
-  assert set(results["plots"]) == {"loss", "accuracy", "init_variance"}
+  assert set(results["plots"]) == {"loss", "accuracy"}
   for scheme, rate in SCHEMES.items():
     entry = results["schemes"][scheme]
     assert entry["n_seeds"] == 3 and entry["missing_seeds"] == []
@@ -132,10 +127,7 @@ def test_results_json_structure_and_values(study):
       np.testing.assert_allclose(agg["std"], np.std(values, ddof=1), rtol=1e-12)
       assert (agg["min"], agg["max"]) == (min(values), max(values))
       assert (agg["n"], agg["n_nonfinite"], agg["n_missing"]) == (3, 0, 0)
-    diag = entry["init_diagnostics"]
-    assert diag["stages"] == [f"layer_{i}" for i in range(6)] and diag["n_seeds"] == 3
-    assert set(diag) >= {"q", "c", "grad_var", "jac_sv"}
-    assert len(diag["q"]["mean"]) == 6
+    assert entry["init_diagnostics"] is None
   assert returned["schemes"]["he"]["aggregate"]["eval/accuracy"]["mean"] == pytest.approx(
       results["schemes"]["he"]["aggregate"]["eval/accuracy"]["mean"])
 
@@ -157,7 +149,7 @@ def test_pngs_are_valid_and_linked(study):
 
 
 def test_curves_show_mean_of_seeds(tmp_path):
-  root = make_study(tmp_path, schemes={"he": 0.05}, diagnostics=False)
+  root = make_study(tmp_path, schemes={"he": 0.05})
   study = load_study(root)
   from initlab.report import aggregate  # pylint: disable=g-import-not-at-top
   c = aggregate.curve(study.runs["he"].values(), "eval", "accuracy")
@@ -197,7 +189,7 @@ def test_no_runs_raises_naming_the_path(tmp_path):
 
 
 def test_diverged_seed_is_counted_not_averaged(tmp_path):
-  root = make_study(tmp_path, schemes={"he": 0.05}, diagnostics=False)
+  root = make_study(tmp_path, schemes={"he": 0.05})
   summary_path = root / "runs" / "he" / "seed_1" / "summary.json"
   summary = json.loads(summary_path.read_text())
   summary["final"]["eval/loss"] = "nan"
@@ -217,7 +209,7 @@ def test_diverged_seed_is_counted_not_averaged(tmp_path):
 
 
 def test_without_summary_finals_come_from_metrics(tmp_path):
-  root = make_study(tmp_path, summary=False, diagnostics=False,
+  root = make_study(tmp_path, summary=False,
                     config={"report": {"target": 1.0, "target_metric": "eval/loss"}})
   results = build_report(root)
   assert "init_variance" not in results["plots"]
@@ -253,7 +245,7 @@ def test_killed_and_resumed_run_is_read_once(tmp_path):
 
 
 def test_scheme_with_no_finite_point_still_gets_a_report(tmp_path):
-  root = make_study(tmp_path, schemes={"he": 0.05}, seeds=(0,), diagnostics=False)
+  root = make_study(tmp_path, schemes={"he": 0.05}, seeds=(0,))
   run_dir = root / "runs" / "blowup" / "seed_0"
   with MetricWriter(run_dir, tensorboard=False) as writer:  # diverged from its first log
     for step in (0, 10):
