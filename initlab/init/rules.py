@@ -4,7 +4,8 @@ First match wins; unmatched leaves keep their value. Each leaf's key is
 `fold_in(key, stable_hash(path))`, so a param's init depends only on the key and its own
 path: not on tree order, on other params, or on the device count. Slice i of a stacked
 (scanned) param gets `fold_in(leaf_key, i)`: it equals the same initializer run on that
-layer alone, and is generated layer by layer to keep temporaries small.
+layer alone, and is generated layer by layer to keep temporaries small. This is the one
+place that handles stacked params: initializers only ever see one layer's shape.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import numpy as np
 
 from initlab.init import tree as tree_lib
 from initlab.init.registry import LayoutInitializer
-from initlab.init.specs import LayoutError, ParamSpec, infer_role, infer_spec
+from initlab.init.specs import EMBEDDING_FAN_IN, LayoutError, ParamSpec, infer_role, infer_spec
 
 
 def path_hash(path: str) -> int:
@@ -63,6 +64,9 @@ class Rules:
       'norm_scale', 'norm_offset') are candidates; leaves whose role is unknown are skipped.
     specs: `{pattern: ParamSpec}` overrides for params whose layout cannot be inferred.
     strict: every pattern must match at least one candidate leaf.
+    embedding_fan_in: "features" (default: fan_in = D of a (V, D) embedding, as Flax's
+      `nn.Embed` and PyTorch) or "vocab" (fan_in = V, for reproducing reference code that
+      reads `weight.shape[0]`). Applies to inferred embedding specs, not to `specs`.
 
   `rules(key, params, ctx=None)` returns a tree of the same structure (NNX state, Linen
   variables or plain dict). On an abstract tree (ShapeDtypeStructs), matched leaves come
@@ -70,7 +74,11 @@ class Rules:
   """
 
   def __init__(self, rules: Sequence[tuple[str, Callable]], *, roles: Sequence[str] | None = None,
-               specs: Mapping[str, ParamSpec] | None = None, strict: bool = True):
+               specs: Mapping[str, ParamSpec] | None = None, strict: bool = True,
+               embedding_fan_in: str = "features"):
+    if embedding_fan_in not in EMBEDDING_FAN_IN:
+      raise ValueError(f"Rules(embedding_fan_in={embedding_fan_in!r}); valid choices: {EMBEDDING_FAN_IN}")
+    self.embedding_fan_in = embedding_fan_in
     self.rules = [(re.compile(p), init) for p, init in rules]
     self.roles = tuple(roles) if roles is not None else None
     self.specs = [(re.compile(p), s) for p, s in (specs or {}).items()]
@@ -80,7 +88,7 @@ class Rules:
     for pattern, spec in self.specs:
       if pattern.fullmatch(leaf.path):
         return spec
-    return infer_spec(leaf.path, leaf.shape, leaf.names)
+    return infer_spec(leaf.path, leaf.shape, leaf.names, self.embedding_fan_in)
 
   def _spec_or_none(self, leaf) -> ParamSpec | None:
     try:

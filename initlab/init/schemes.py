@@ -3,17 +3,17 @@
 A scheme needs more than one tensor's shape: depth (Fixup), graph statistics, a batch and
 the apply function (LSUV), pretrained params (learngene). `InitContext` carries those.
 A scheme that changes the architecture returns `SchemeResult(params, model_config)`.
+Schemes live with their family in `initlab.init.families` (and `initlab.init.gg`).
 """
 from __future__ import annotations
 
 import dataclasses
 from typing import Any, Callable, Mapping, Protocol
+import warnings
 
 import jax
 
-from initlab.init import initializers  # noqa: F401  (registers the initializer names)
-from initlab.init.registry import get_initializer, register_scheme
-from initlab.init.rules import Rules
+from initlab.init import tree as tree_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,7 +22,8 @@ class InitContext:
 
   Attributes:
     hints: facts the model states about itself (`model.init_hints()`), e.g.
-      'residual_final' (regex of the last layer of every residual branch), 'classifier'
+      'residual_final' (regex of the last layer of every residual branch),
+      'residual_branch' (regex of every kernel inside a residual branch), 'classifier'
       (regex of the output layer), 'num_branches', 'branch_layers', 'depth'.
     model_config: the model's config, for schemes that rebuild or resize the model.
     batch: an input batch, for data-dependent schemes.
@@ -56,45 +57,32 @@ class Scheme(Protocol):
     ...
 
 
-def chain(*schemes: Scheme) -> Scheme:
-  """Applies `schemes` in order; the i-th gets `fold_in(key, i)`."""
+def _name(scheme) -> str:
+  return getattr(scheme, "__qualname__", None) or repr(scheme)
+
+
+def chain(*schemes: Scheme, warn: bool = True) -> Scheme:
+  """Applies `schemes` in order; the i-th gets `fold_in(key, i)`.
+
+  A later scheme overwrites what an earlier one set on the same params, so order the
+  general before the specific: `chain(ii.get_scheme("he_normal"), ii.Rules([(r".*attn/.*
+  kernel", ii.orthogonal())]))` is He everywhere but orthogonal attention. With `warn`,
+  a scheme whose every param is rewritten by later ones (it has no effect, e.g.
+  `chain(orthogonal, fixup)`: Fixup sets every kernel) raises a UserWarning. A param
+  counts as set when the scheme returns a different array object for it.
+  """
   def chained(key, params, ctx=None):
+    written = []
     for i, scheme in enumerate(schemes):
+      before = {l.path: l.value for l in tree_lib.leaves(params)}
       params = scheme(jax.random.fold_in(key, i), params, ctx)
+      after = [] if isinstance(params, SchemeResult) else tree_lib.leaves(params)
+      written.append({l.path for l in after if before.get(l.path) is not l.value})
+    for i, paths in enumerate(written if warn else ()):
+      later = set().union(*written[i + 1:])
+      if paths and paths <= later:
+        warnings.warn(f"chain: every param that scheme {i} ({_name(schemes[i])}) sets is set "
+                      f"again by a later scheme, so scheme {i} has no effect; put the general "
+                      "scheme first and narrower ones after it", UserWarning, stacklevel=2)
     return params
   return chained
-
-
-@register_scheme("fixup")
-def fixup(gain: float = 2.0 ** 0.5) -> Scheme:
-  """Fixup (Zhang, Dauphin & Ma 2019; REFERENCES.md §8): the classifier and the last layer of
-  every residual branch are 0; other kernels get He init × L^{-1/(2m-2)}.
-
-  Reads hints 'residual_final', 'classifier', 'num_branches', 'branch_layers'. The scalar
-  multipliers and biases of full Fixup are architectural, not part of this scheme.
-  """
-  def scheme(key, params, ctx=None):
-    ctx = ctx or InitContext()
-    zeros = jax.nn.initializers.zeros
-    rules = Rules([
-        (ctx.hint("classifier", "fixup"), zeros),
-        (ctx.hint("residual_final", "fixup"), zeros),
-        (".*", get_initializer("fixup_scaled", ctx.hint("num_branches", "fixup"),
-                               ctx.hint("branch_layers", "fixup"), gain)),
-    ], roles=("kernel",))
-    return rules(key, params, ctx)
-  return scheme
-
-
-@register_scheme("zero_full")
-def zero_full() -> Scheme:
-  """ZerO with its residual rule (arXiv 2110.12661): ZerO kernels, and the last layer of every
-  residual branch set to 0. Reads hint 'residual_final'."""
-  def scheme(key, params, ctx=None):
-    ctx = ctx or InitContext()
-    rules = Rules([
-        (ctx.hint("residual_final", "zero_full"), jax.nn.initializers.zeros),
-        (".*", get_initializer("zero")),
-    ], roles=("kernel",))
-    return rules(key, params, ctx)
-  return scheme

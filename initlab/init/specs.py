@@ -1,15 +1,28 @@
 """Param specs: what a tensor is (role) and which axes are fan-in, fan-out and batch.
 
-Fans follow REFERENCES.md §0.2 and `jax.nn.initializers.variance_scaling`: every axis
-that is neither an in-, out- nor batch axis is a receptive-field axis and multiplies
-both fans. So a Flax conv kernel (kh, kw, in, out) has fan_in = kh·kw·in and
-fan_out = kh·kw·out, and a stacked (scanned) dense kernel (layers, in, out) has the
-fans of one (in, out) layer.
+Fans follow `jax.nn.initializers.variance_scaling` (and PyTorch's
+`_calculate_fan_in_and_fan_out`): every axis that is neither an in-, out- nor batch axis is
+a receptive-field axis and multiplies both fans. So a Flax conv kernel (kh, kw, in, out)
+has fan_in = kh·kw·in and fan_out = kh·kw·out (a grouped conv's kernel holds in/groups
+input channels, so its fan_in is kh·kw·in/groups, as in PyTorch), and a stacked (scanned)
+dense kernel (layers, in, out) has the fans of one (in, out) layer.
+
+Embeddings (vocab, features) follow Flax's `nn.Embed` default, `variance_scaling(1,
+'fan_in', 'normal', out_axis=0)`, whose fan_in is the feature size D: the in axis is the
+feature axis and the out axis the vocabulary, so fan_in = D and fan_out = V, as PyTorch's
+fan rule gives for `nn.Embedding.weight` (V, D). He/LeCun on an embedding therefore has
+Var = gain²/D, and a ViT class token or position table (n, D) has fan_in = D too. The
+vocabulary fan (fan_in = V, the `weight.shape[0]` of some reference code) is available
+only on request: `infer_spec(..., embedding_fan_in="vocab")` or
+`Rules(..., embedding_fan_in="vocab")`.
 
 A spec comes from, in order: an explicit override, the variable's logical axis names
 ('layers' marks a stacked axis, 'heads'/'kv' an attention head group), or the path and
 shape of the standard Flax layers (Dense, Conv, DenseGeneral/attention, Embed, norms).
-It is never guessed from `shape[0]`; an unknown layout raises `LayoutError`.
+It is never guessed from `shape[0]`; an unknown layout raises `LayoutError`. In particular
+an unnamed 3-D kernel outside attention is refused unless its module is named like a conv
+('conv…': a 1-D conv (width, in, out)): it may as well be a stack of (in, out) layers from
+Linen's `nn.scan`.
 """
 from __future__ import annotations
 
@@ -19,6 +32,7 @@ import re
 from typing import Sequence
 
 ROLES = ("kernel", "bias", "embedding", "norm_scale", "norm_offset")
+EMBEDDING_FAN_IN = ("features", "vocab")
 
 STACKED_AXIS_NAMES = ("layers", "layer", "stack", "stage")
 HEAD_AXIS_NAMES = ("heads", "kv", "head_dim", "q_heads", "kv_heads")
@@ -29,6 +43,15 @@ _NORM_PARENT = re.compile(r"(norm|^bn|^ln|batchnorm|layernorm|rmsnorm)", re.IGNO
 
 class LayoutError(ValueError):
   """A param whose layout (role or fan axes) cannot be determined."""
+
+
+def normalize_axes(axes: int | Sequence[int], ndim: int) -> tuple[int, ...]:
+  """`axes` (an int or a sequence, negative allowed) as non-negative axes of an `ndim`-D array."""
+  axes = (axes,) if isinstance(axes, int) else tuple(axes)
+  for a in axes:
+    if not -ndim <= a < ndim:
+      raise ValueError(f"axis {a} is out of range for a {ndim}-D tensor")
+  return tuple(a % ndim for a in axes)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +88,16 @@ class ParamSpec:
   def jax_axes(self) -> dict:
     """kwargs for `jax.nn.initializers.variance_scaling`-style factories."""
     return dict(in_axis=self.in_axes, out_axis=self.out_axes, batch_axis=self.batch_axes)
+
+  def with_vocab_fan_in(self) -> "ParamSpec":
+    """For an embedding: the spec with fan_in = vocab size, fan_out = features (in/out swapped).
+
+    Flax and PyTorch use fan_in = features (the default spec); this is for reproducing
+    reference code that reads an embedding's `shape[0]` as its fan.
+    """
+    if self.role != "embedding":
+      raise ValueError(f"with_vocab_fan_in() is for embeddings, not role {self.role!r}")
+    return dataclasses.replace(self, in_axes=self.out_axes, out_axes=self.in_axes)
 
 
 def dense_spec(ndim: int = 2, batch_axes: tuple[int, ...] = ()) -> ParamSpec:
@@ -117,10 +150,10 @@ def _spec_from_names(path, shape, names, role) -> ParamSpec | None:
     if heads[0] < others[0]:   # (heads, head_dim, embed): attention output projection
       return ParamSpec("kernel", tuple(heads), tuple(others), batch)
     return ParamSpec("kernel", tuple(others), tuple(heads), batch)  # (embed, heads, head_dim)
-  return _shape_rule(path, shape, role, batch)
+  return _shape_rule(path, shape, role, batch, named=True)
 
 
-def _shape_rule(path, shape, role, batch=()) -> ParamSpec:
+def _shape_rule(path, shape, role, batch=(), named=False) -> ParamSpec:
   ndim = len(shape)
   rest = [i for i in range(ndim) if i not in batch]
   if role in ("bias", "norm_scale", "norm_offset"):
@@ -128,7 +161,7 @@ def _shape_rule(path, shape, role, batch=()) -> ParamSpec:
   if role == "embedding":
     if len(rest) != 2:
       raise LayoutError(f"embedding {path!r} has shape {tuple(shape)}; expected (vocab, features)")
-    return ParamSpec("embedding", (rest[0],), (rest[1],), tuple(batch))
+    return ParamSpec("embedding", (rest[1],), (rest[0],), tuple(batch))  # fan_in = features
   if len(rest) < 2:
     raise LayoutError(
         f"kernel {path!r} has shape {tuple(shape)}: a kernel needs at least (in, out) axes "
@@ -139,6 +172,14 @@ def _shape_rule(path, shape, role, batch=()) -> ParamSpec:
     return ParamSpec("kernel", (rest[0],), (rest[1], rest[2]), tuple(batch))
   if len(rest) == 3 and parent in ATTENTION_OUT_PARENTS:  # DenseGeneral (heads, head_dim, out)
     return ParamSpec("kernel", (rest[0], rest[1]), (rest[2],), tuple(batch))
+  if len(rest) == 3 and "conv" not in parent:
+    what = "logical axis names without a 'layers' axis" if named else "no logical axis names"
+    raise LayoutError(
+        f"kernel {path!r} has shape {tuple(shape)} and {what}: it could be a 1-D conv (width, "
+        "in, out) or stacked layers (layers, in, out) as from Linen's nn.scan, so its fans are "
+        "unknown. Name its axes (e.g. ('layers', 'embed', 'mlp')), or pass an explicit spec: "
+        f"Rules(..., specs={{{path!r}: ParamSpec('kernel', in_axes=(1,), out_axes=(2,), "
+        "batch_axes=(0,))}).")
   # Dense (in, out) or Conv (*spatial, in, out).
   return ParamSpec("kernel", (rest[-2],), (rest[-1],), tuple(batch))
 
@@ -152,8 +193,14 @@ def _stacked_axes_from_path(path: str) -> tuple[int, ...]:
   return ()
 
 
-def infer_spec(path: str, shape: Sequence[int], names: Sequence[str | None] | None = None) -> ParamSpec:
-  """The ParamSpec of the leaf at `path` with `shape` and optional logical axis `names`."""
+def infer_spec(path: str, shape: Sequence[int], names: Sequence[str | None] | None = None,
+               embedding_fan_in: str = "features") -> ParamSpec:
+  """The ParamSpec of the leaf at `path` with `shape` and optional logical axis `names`.
+
+  `embedding_fan_in`: "features" (Flax/PyTorch: fan_in = D) or "vocab" (fan_in = V).
+  """
+  if embedding_fan_in not in EMBEDDING_FAN_IN:
+    raise ValueError(f"embedding_fan_in={embedding_fan_in!r}; valid choices: {EMBEDDING_FAN_IN}")
   shape = tuple(int(d) for d in shape)
   role = infer_role(path)
   if names is not None:
@@ -163,4 +210,6 @@ def infer_spec(path: str, shape: Sequence[int], names: Sequence[str | None] | No
   for a in spec.in_axes + spec.out_axes + spec.batch_axes:
     if not 0 <= a < len(shape):
       raise LayoutError(f"param {path!r}: axis {a} out of range for shape {shape}")
+  if spec.role == "embedding" and embedding_fan_in == "vocab":
+    spec = spec.with_vocab_fan_in()
   return spec

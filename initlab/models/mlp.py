@@ -70,4 +70,4 @@ class MLP(nnx.Module):
 
   def init_hints(self) -> dict:
     return dict(depth=len(self.hidden) + 1, classifier=r'head/kernel', residual_final=None,
-                num_branches=0, branch_layers=0)
+                residual_branch=None, num_branches=0, branch_layers=0)

@@ -165,5 +165,6 @@ class ResNet(nnx.Module):
   def init_hints(self) -> dict:
     n = len(self.stage1.blocks)
     return dict(depth=3 * n + 2, classifier=r'head/kernel',
-                residual_final=r'stage\d+/blocks/\d+/conv2/kernel', num_branches=3 * n,
+                residual_final=r'stage\d+/blocks/\d+/conv2/kernel',
+                residual_branch=r'stage\d+/blocks/\d+/conv[12]/kernel', num_branches=3 * n,
                 branch_layers=2)

@@ -112,4 +112,5 @@ class TransformerLM(nnx.Module):
   def init_hints(self) -> dict:
     return dict(depth=self.depth + 2, classifier=r'head/kernel',
                 residual_final=r'blocks/(attn/out|mlp/fc2)/kernel',
+                residual_branch=r'blocks/(attn/(query|key|value|out)|mlp/fc[12])/kernel',
                 num_branches=2 * self.depth, branch_layers=2)

@@ -105,4 +105,5 @@ class ViT(nnx.Module):
   def init_hints(self) -> dict:
     return dict(depth=len(self.blocks) + 2, classifier=r'head/kernel',
                 residual_final=r'blocks/\d+/(attn/out|mlp/fc2)/kernel',
+                residual_branch=r'blocks/\d+/(attn/(query|key|value|out)|mlp/fc[12])/kernel',
                 num_branches=2 * len(self.blocks), branch_layers=2)

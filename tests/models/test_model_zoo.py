@@ -141,7 +141,11 @@ def test_fans_of_typical_params():
   assert _fans(lm, 'blocks/mlp/fc2/kernel') == ((layers, 4 * d, d), (4 * d, d))
   assert _fans(lm, 'blocks/attn/query/kernel') == ((layers, d, h, d // h), (d, h * (d // h)))
   assert _fans(lm, 'blocks/attn/out/kernel') == ((layers, h, d // h, d), (h * (d // h), d))
-  assert _fans(lm, 'token_embed/embedding') == ((config.vocab_size, d), (config.vocab_size, d))
+  # Embeddings (V, D): fan_in = D as Flax's nn.Embed default and PyTorch, fan_out = V.
+  assert _fans(lm, 'token_embed/embedding') == ((config.vocab_size, d), (d, config.vocab_size))
+  vit = _params(abstract(tiny_config('vit')))
+  assert _fans(vit, 'cls_token/embedding') == ((1, 16), (16, 1))
+  assert _fans(vit, 'pos_embed/embedding') == ((5, 16), (16, 5))
 
 
 EXPECTED_RESIDUAL_FINAL = {
@@ -152,17 +156,28 @@ EXPECTED_RESIDUAL_FINAL = {
             'blocks/1/mlp/fc2/kernel'},
     'transformer_lm': {'blocks/attn/out/kernel', 'blocks/mlp/fc2/kernel'},
 }
+_ATTN_MLP = {'attn/query', 'attn/key', 'attn/value', 'attn/out', 'mlp/fc1', 'mlp/fc2'}
+EXPECTED_RESIDUAL_BRANCH = {   # every kernel inside a branch; not the stem/patch embedding/head
+    'mlp': set(),
+    'resnet': {f'stage{s}/blocks/0/conv{c}/kernel' for s in (1, 2, 3) for c in (1, 2)},
+    'vit': {f'blocks/{i}/{m}/kernel' for i in (0, 1) for m in _ATTN_MLP},
+    'transformer_lm': {f'blocks/{m}/kernel' for m in _ATTN_MLP},
+}
 
 
 @pytest.mark.parametrize('name', NAMES)
 def test_init_hints_regexes(zoo, name):
   hints, leaves = zoo[name].init_hints(), _params(zoo[name])
-  assert set(hints) == {'depth', 'classifier', 'residual_final', 'num_branches', 'branch_layers'}
+  assert set(hints) == {'depth', 'classifier', 'residual_final', 'residual_branch', 'num_branches',
+                        'branch_layers'}
   paths = {l.path for l in leaves}
   assert {p for p in paths if re.fullmatch(hints['classifier'], p)} == {'head/kernel'}
   final = ({p for p in paths if re.fullmatch(hints['residual_final'], p)}
            if hints['residual_final'] else set())
   assert final == EXPECTED_RESIDUAL_FINAL[name]
+  branch = ({p for p in paths if re.fullmatch(hints['residual_branch'], p)}
+            if hints['residual_branch'] else set())
+  assert branch == EXPECTED_RESIDUAL_BRANCH[name] and final <= branch
   # One matched kernel per branch (a stacked kernel holds one per layer).
   branches = sum(l.shape[0] if l.names[0] == 'layers' else 1 for l in leaves if l.path in final)
   assert branches == hints['num_branches']
@@ -194,6 +209,24 @@ def test_real_init_without_mesh():
   assert kernel.get_metadata()['out_sharding'] == ('embed', 'mlp')
   assert kernel.get_metadata()['eager_sharding'] is False
   assert len(kernel[...].sharding.device_set) == 1
-  assert 0.5 < float(jnp.std(kernel[...])) * 4 < 1.5  # lecun_normal: std 1/sqrt(16)
   y = nnx.eval_shape(lambda m, x: m(x), model, tiny_input('vit', seed=7))
   assert y.shape == (4, 10)
+
+
+def test_real_init_matches_the_spec_fans():
+  """Flax's own defaults (lecun_normal kernels, nn.Embed's variance_scaling(1, fan_in)) have
+  std = 1/sqrt(fan_in) with fan_in from initlab's specs, to within sampling error: a spec
+  that got a fan wrong (e.g. an embedding's fan_in = V) breaks it."""
+  config = tiny_config('transformer_lm', vocab_size=256, dim=32)
+  with nnx.use_eager_sharding(False):
+    model = im.build(config, rngs=nnx.Rngs(0))
+  checked = []
+  for leaf in _params(model):
+    spec = ii.infer_spec(leaf.path, leaf.shape, leaf.names)
+    if spec.role not in ('kernel', 'embedding') or leaf.path == 'pos_embed/embedding':
+      continue                                # pos_embed: normal(0.02), not fan-scaled
+    w = np.asarray(leaf.value, np.float64)
+    ratio = w.std() * np.sqrt(spec.fans(leaf.shape)[0])
+    assert abs(ratio - 1) < 6 / np.sqrt(2 * w.size), (leaf.path, ratio)   # 6 sigma of std
+    checked.append(leaf.path)
+  assert 'token_embed/embedding' in checked and 'blocks/attn/query/kernel' in checked
