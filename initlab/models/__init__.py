@@ -23,6 +23,8 @@ The two hooks every model implements:
     residual_final: regex full-matching the last kernel of every residual branch, or None
       (paths as in initlab.init.leaves(nnx.state(model, nnx.Param)); a stacked LM kernel
       holds one branch per layer);
+    residual_branch: regex full-matching every kernel inside a residual branch (its last
+      one included; not the stem, patch embedding, shortcuts or head), or None;
     num_branches: number of residual branches (0 without residuals);
     branch_layers: weight layers per residual branch (for Fixup-style depth scaling).
 """
