@@ -216,7 +216,7 @@ def measure(model: nnx.Module, batch, *, key: jax.Array, train: bool = True,
       computes and differentiates. In eval mode (False) it uses the running averages, which
       at init are mean 0 / variance 1, so BatchNorm is ≈ the identity and the statistics are
       those of the network without normalization (He on ResNet-20: q last/first ≈ 181 in eval
-      vs ≈ 9.1 in train mode) — a network that training never runs. Models without
+      vs ≈ 9.1 in train mode) — not the network the first step differentiates. Models without
       BatchNorm or dropout give the same numbers in both modes. The Jacobian is always that
       of the inference-mode map of one example (train=False), since in train mode one
       example's output depends on the rest of the batch.

@@ -43,7 +43,8 @@ def mode_line(results: Mapping[str, Diagnostics]) -> str:
             "first training step (the Jacobian is taken in eval mode, per example).")
   if modes == {False}:
     return ("Mode: **eval** — BatchNorm uses its running averages (at init: mean 0, variance "
-            "1, so it barely rescales); training never runs this network.")
+            "1, so it barely rescales): the network evaluation runs, not the one the first "
+            "training step differentiates.")
   return "Mode: not recorded (or mixed) for these measurements."
 
 
