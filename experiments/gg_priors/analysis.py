@@ -51,7 +51,7 @@ def num_kernel_params(params) -> int:
 
 
 def layer_betas(params) -> dict[str, float]:
-  """β̂ (moment estimate, §1.3) of every kernel / embedding."""
+  """β̂ (moment estimate, `initlab.init.gg.fit_tree`) of every kernel / embedding."""
   return {k: float(f.beta) for k, f in ii.gg.fit_tree(weight_layers(params)).items()}
 
 

@@ -1,4 +1,4 @@
-"""BackSlash rate term (REFERENCES.md §1.4) against a float64 numpy reference and jax.grad."""
+"""BackSlash rate term (arXiv 2504.16968) against a float64 numpy reference and jax.grad."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,7 +16,7 @@ def _params(dtype=np.float64):
 
 
 def _np_beta(values):
-  """β̂ of §1.3 in float64: root of r(β) = ρ̂ by Brent's method."""
+  """Moment-matching β̂ in float64: root of r(β) = ρ̂ by Brent's method."""
   x = np.concatenate([np.ravel(v) for v in values]).astype(np.float64)
   rho = x.size * np.sum(x * x) / np.sum(np.abs(x)) ** 2
   log_r = lambda b: special.gammaln(1 / b) + special.gammaln(3 / b) - 2 * special.gammaln(2 / b)

@@ -1,4 +1,4 @@
-"""GG shape estimation (REFERENCES.md §1.3) and the fit report."""
+"""GG shape estimation by moment matching (and ML) and the fit report."""
 import math
 
 import jax

@@ -1,11 +1,18 @@
-"""GG shape estimation (REFERENCES.md §1.3; used by BackSlash and DeepShape).
+"""GG shape estimation by moment matching (Sharifi & Leon-Garcia, IEEE Trans. Circuits Syst.
+Video Technol. 5(1), 1995; as BackSlash, arXiv 2504.16968, and DeepShape, arXiv 2506.00486 v1–v3,
+use it).
 
-Moment matching: ρ̂ = N·Σθ²/(Σ|θ|)² and r(β) = Γ(1/β)Γ(3/β)/Γ(2/β)² (strictly decreasing from
+The GG density (scipy's `gennorm(β, loc=μ, scale=α)`) and its moments:
+    f(x; μ, α, β) = β/(2αΓ(1/β))·exp(−(|x−μ|/α)^β),
+    E[(x−μ)²] = α²Γ(3/β)/Γ(1/β),   E|x−μ| = αΓ(2/β)/Γ(1/β);
+β = 1 is Laplace, β = 2 is N(μ, α²/2), β → ∞ tends to U(μ ± α).
+Moment matching: the ratio of the two moments depends on β alone, ρ̂ = N·Σθ²/(Σ|θ|)² and r(β) = Γ(1/β)Γ(3/β)/Γ(2/β)² (strictly decreasing from
 +∞ at β → 0 to 4/3 at β → ∞); β̂ solves r(β̂) = ρ̂, σ̂ = sqrt(Σθ²/N), α̂ = σ̂·sqrt(Γ(1/β̂)/Γ(3/β̂)).
 
 Methods:
   exact  r⁻¹ by bisection in log β on [BETA_MIN, BETA_MAX] (clamped there); jittable, vectorized.
-  grid   argmin over the reference's 0.01 grid 0.10…2.99 (its `.pt` tables), for parity.
+  grid   argmin over the 0.01 grid 0.10…2.99 of the authors' code (its `.pt` tables), for
+         parity with it.
   mle    the exact estimate refined by maximizing the GG log-likelihood over β with α profiled
          out: α̂(β) = (β/N·Σ|θ−μ|^β)^{1/β}; golden-section search in log β. Lower variance than
          moments for heavy tails and for β ≳ 3, where r(β) is flat.
@@ -45,7 +52,7 @@ def _log_ratio(beta):
 
 
 def moment_ratio(beta):
-  """r(β) = Γ(1/β)Γ(3/β)/Γ(2/β)² = E[θ²]/E[|θ|]² of GG(0, α, β) (REFERENCES.md §1.3)."""
+  """r(β) = Γ(1/β)Γ(3/β)/Γ(2/β)² = E[θ²]/E[|θ|]² of GG(0, α, β) (module doc)."""
   return jnp.exp(_log_ratio(jnp.asarray(beta, jnp.result_type(beta, float))))
 
 
@@ -74,7 +81,7 @@ def beta_from_ratio(rho, method: str = "exact"):
 
 
 def alpha_from_std(beta, sigma):
-  """α = σ·sqrt(Γ(1/β)/Γ(3/β)) (REFERENCES.md §1.1)."""
+  """α = σ·sqrt(Γ(1/β)/Γ(3/β)): the scale of a GG with std σ (the variance in the module doc)."""
   return sigma * jnp.exp(0.5 * (gammaln(1.0 / beta) - gammaln(3.0 / beta)))
 
 
@@ -160,7 +167,7 @@ def fit(x, method: str = "exact", *, center: bool = False, min_size: int = MIN_S
   Args:
     x: array of any shape; integer arrays are converted to float.
     method: "exact", "grid" or "mle".
-    center: fit θ − mean(θ) and report μ̂ = mean; else μ̂ = 0 (the §1.3/BackSlash estimator).
+    center: fit θ − mean(θ) and report μ̂ = mean; else μ̂ = 0 (the BackSlash/DeepShape estimator).
     min_size: fewer values raise ValueError.
 
   Returns:
@@ -218,7 +225,7 @@ def fit_tree(params, pooled: bool = False, method: str = "exact", *, include: st
 
 
 def gg_logpdf(x, fit_: GGFit):
-  """log f(x; μ, α, β) = log β − log 2α − lnΓ(1/β) − (|x−μ|/α)^β (REFERENCES.md §1.1)."""
+  """log f(x; μ, α, β) = log β − log 2α − lnΓ(1/β) − (|x−μ|/α)^β (the density of the module doc)."""
   beta, alpha, mu = fit_
   return (jnp.log(beta) - jnp.log(2.0 * alpha) - gammaln(1.0 / beta)
           - (jnp.abs(x - mu) / alpha) ** beta)

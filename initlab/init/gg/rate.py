@@ -1,9 +1,10 @@
-"""BackSlash rate term (REFERENCES.md §1.4; BackSlash, arXiv 2504.16968).
+"""BackSlash rate term (Wu et al., arXiv 2504.16968; the authors' `backslash.py::backslash(model)`
+on the project page of arXiv 2506.00486, huggingface.co/spaces/shifeng3711/gg_prior).
 
     R(θ) = (rdo/N)·Σᵢ (|θᵢ| + clip)^β̂          (a negative log-GG prior, shifted by clip)
     ∇R(θ) = (rdo·β̂/N)·sign(θ)·(|θ| + clip)^(β̂−1)
 
-N is the number of selected params and β̂ their joint shape estimate (§1.3), treated as a
+N is the number of selected params and β̂ their joint shape estimate (`estimate`), treated as a
 constant (no gradient through β̂). At θ = 0 we use sign(0) = 0 (the reference's `sign`), where
 `jax.grad` of |θ| would give +1.
 
@@ -33,7 +34,7 @@ def _num_params(params) -> int:
 
 
 def estimate_beta(params, method: str = "exact"):
-  """Joint shape estimate β̂ over all leaves of `params` (§1.3, about 0); jittable.
+  """Joint shape estimate β̂ over all leaves of `params` (`estimate`, about 0); jittable.
 
   `method` is "exact" or "grid" (the reference's clamped 0.10…2.99 table). NaN when all params
   are zero.
@@ -74,7 +75,7 @@ def rate_grad(params, beta_hat, rdo: float = 2e3, clip: float = 1.0):
 
 def backslash_step(params, beta_hat=None, rdo: float = 2e3, clip: float = 1.0,
                    method: str = "exact"):
-  """The reference's unit step θ ← θ − ∇R(θ) (§1.4); β̂ = `estimate_beta(params)` if None."""
+  """The authors' unit step θ ← θ − ∇R(θ) (module doc); β̂ = `estimate_beta(params)` if None."""
   if beta_hat is None:
     beta_hat = estimate_beta(params, method)
   return jax.tree_util.tree_map(lambda p, g: p - g, params, rate_grad(params, beta_hat, rdo, clip))

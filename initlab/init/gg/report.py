@@ -1,5 +1,6 @@
-"""Per-layer GG fits drawn over weight histograms (REFERENCES.md §1.3; §1.7: β̂ of trained
-weights)."""
+"""Per-layer GG fits drawn over weight histograms (`estimate.fit_tree`): the per-layer β̂ of
+trained weights, which arXiv 2506.00486 and 2504.16968 report to lie below 2 (heavier-tailed than
+Gaussian)."""
 from __future__ import annotations
 
 import math

@@ -1,7 +1,8 @@
 """Samplers for the standard generalized Gaussian, density ∝ exp(−|x|^β).
 
-REFERENCES.md §1.1: if G ~ Gamma(1/β, 1) then |X| = G^{1/β} (with a random sign) has density
-β/(2Γ(1/β))·exp(−|x|^β). `jax.random.generalized_normal` samples it through
+If G ~ Gamma(1/β, 1) then |X| = G^{1/β} (with a random sign) has density
+β/(2Γ(1/β))·exp(−|x|^β) (change of variables g = |x|^β; e.g. Nardon & Pianca, J. Stat. Comput.
+Simul. 79(11), 2009). `jax.random.generalized_normal` samples it through
 `jax.random.gamma`, whose per-element rejection loop is 60–100× slower than `normal` on CPU.
 
 The "fast" sampler draws Gamma(a) by Marsaglia & Tsang (2000, ACM TOMS 26(3)), fully vectorized:
