@@ -1,4 +1,4 @@
-"""GG initializer (REFERENCES.md §1.2): variance, fans, distribution, registry, schemes."""
+"""GG initializer (arXiv 2506.00486): variance, fans, distribution, registry, schemes."""
 import math
 
 import jax
@@ -10,6 +10,7 @@ from scipy import stats
 
 import initlab.init as ii
 from initlab.init import gg
+from initlab.init.specs import infer_spec
 
 BETAS = (0.5, 1.0, 1.5, 2.0, 3.0, 8.0)
 
@@ -41,9 +42,14 @@ def test_fan_out_and_fan_avg_modes_use_the_conv_receptive_field():
   for mode, n in (("fan_out", 16 * 1024), ("fan_avg", 16 * (64 + 1024) / 2), ("torch_shape0", 1024)):
     w = ii.get_scheme("gg", beta=1.0, gain=1.0, mode=mode)(jax.random.key(1), tree)["conv"]["kernel"]
     assert abs(n * float(jnp.var(w)) - 1) < 0.02, mode
-  assert gg.compute_fans((3, 3, 64, 1800)) == (576, 16200)
-  assert gg.compute_fans((4, 512, 256), batch_axis=0) == (512, 256)
-  assert gg.compute_fans((8, 64, 3, 3), in_axis=1, out_axis=0) == (576, 72)   # torch layout
+  fans = lambda shape, **axes: tuple(gg.fan_size(shape, m, **axes) for m in ("fan_in", "fan_out"))
+  assert fans((3, 3, 64, 1800)) == (576, 16200)
+  assert fans((4, 512, 256), batch_axis=0) == (512, 256)
+  assert fans((8, 64, 3, 3), in_axis=1, out_axis=0) == (576, 72)     # torch layout
+  assert gg.fan_size((8, 64, 3, 3), "torch_shape0", in_axis=1, out_axis=0) == 8
+  assert not hasattr(gg, "compute_fans")             # one fan rule: ParamSpec.fans
+  with pytest.raises(ValueError, match="axis 4 is out of range"):
+    gg.fan_size((3, 3, 64, 8), in_axis=4)
 
 
 @pytest.mark.parametrize("beta", BETAS + (0.3,))
@@ -53,15 +59,28 @@ def test_ks_against_scipy_gennorm(beta):
   assert stats.kstest(w[:200_000], stats.gennorm(beta, scale=alpha).cdf).pvalue > 1e-3
 
 
-def test_jax_sampler_wiring():
-  # Traced only: compiling jax.random.gamma takes ~10 s on CPU (benchmarks/gg.py runs it).
-  init = gg.generalized_gaussian(1.5, sampler="jax", truncate=2.0)
-  out = jax.eval_shape(lambda k: init(k, (64, 32), jnp.bfloat16), jax.random.key(0))
-  assert out.shape == (64, 32) and out.dtype == jnp.bfloat16
+def test_jax_sampler_matches_scipy_gennorm():
+  # α·jax.random.generalized_normal; its one compilation (~8 s on CPU) serves all three draws.
+  beta, shape = 1.5, (64, 512)
+  alpha = gg.gg_alpha(beta, 2.0 / 64)
+  w = gg.generalized_gaussian(beta, sampler="jax")(jax.random.key(0), shape)
+  w = np.asarray(w, np.float64).ravel()
+  assert stats.kstest(w, stats.gennorm(beta, scale=alpha).cdf).pvalue > 1e-3
+  assert 64 * w.var() == pytest.approx(2.0, rel=0.03)
+  init = gg.generalized_gaussian(beta, sampler="jax", truncate=2.0)
+  t = init(jax.random.key(1), shape)
+  np.testing.assert_array_equal(init(jax.random.key(1), shape, jnp.bfloat16), t.astype(jnp.bfloat16))
+  kappa = gg.truncation_variance_factor(beta, 2.0)
+  c = 2.0 * math.sqrt(2.0 / 64 / kappa)        # support ±c·σ/√κ, σ² = 2/64
+  g = stats.gennorm(beta, scale=alpha / math.sqrt(kappa))
+  cdf = lambda x: (g.cdf(np.clip(x, -c, c)) - g.cdf(-c)) / (g.cdf(c) - g.cdf(-c))
+  t = np.asarray(t, np.float64).ravel()
+  assert np.abs(t).max() <= c * (1 + 1e-6)
+  assert stats.kstest(t, cdf).pvalue > 1e-3
 
 
 def test_reference_alpha_values():
-  # REFERENCES.md §1.2: n = 512, ξ = 2.
+  # α = sqrt((ξ/n)·Γ(1/β)/Γ(3/β)) at n = 512, ξ = 2 (float64 values, 7 decimals).
   for beta, alpha in ((0.5, 0.0057054), (1.0, 0.0441942), (2.0, 0.0883883)):
     assert gg.gg_alpha(beta, 2.0 / 512) == pytest.approx(alpha, abs=5e-8)   # 7 decimals
   assert gg.gg_alpha(2.0, 2.0 / 512) == pytest.approx(math.sqrt(2) * 0.0625)
@@ -138,9 +157,16 @@ def test_gg_model_rules_and_embeddings():
   np.testing.assert_array_equal(out["layer_norm"]["scale"], 1)
   np.testing.assert_array_equal(out["layer_norm"]["bias"], 0)
   tree["embed"]["embedding"] = jnp.zeros((2048, 512))
-  for mode in ("fan_in", "torch_shape0"):      # n = vocab = shape[0], as the reference
-    emb = ii.get_scheme("gg_model", beta=1.0, mode=mode, include_embeddings=True)(key, tree)
-    assert 2048 * float(jnp.var(emb["embed"]["embedding"])) == pytest.approx(2.0, rel=0.02)
+  # the general rule (Flax's nn.Embed, PyTorch): fan_in = features D; the authors' gg_init reads
+  # n = shape[0] = vocab V, only on request (embedding_fan_in="vocab" or mode="torch_shape0")
+  assert infer_spec("embed/embedding", (2048, 512)).fans((2048, 512))[0] == 512
+  for n, opts in ((512, {}), (2048, dict(embedding_fan_in="vocab")),
+                  (2048, dict(mode="torch_shape0")),
+                  (2048, dict(mode="torch_shape0", embedding_fan_in="vocab"))):
+    emb = ii.get_scheme("gg_model", beta=1.0, include_embeddings=True, **opts)(key, tree)
+    assert n * float(jnp.var(emb["embed"]["embedding"])) == pytest.approx(2.0, rel=0.02), opts
+  with pytest.raises(ValueError, match="embedding_fan_in='rows'.*features"):
+    ii.get_scheme("gg_model", embedding_fan_in="rows")
 
 
 def test_works_on_abstract_nnx_state():

@@ -1,6 +1,8 @@
-"""Generalized-Gaussian priors (REFERENCES.md §1): GG init, shape estimation, BackSlash,
-DeepShape, RF8. Modules: sampling, initializer (GG init), estimate (fits), rate (BackSlash),
-shaping (DeepShape), rf8, report.
+"""Generalized-Gaussian priors: GG init, DeepShape and RF8 (Wu et al., "It Takes a Good Model to
+Train a Good Model: Generalized Gaussian Priors for Optimized LLMs", arXiv 2506.00486 v1–v3),
+BackSlash (Wu et al., "BackSlash: Rate Constrained Optimized Training of Large Language Models",
+arXiv 2504.16968) and the moment-matching shape estimate both use. Modules: sampling,
+initializer (GG init), estimate (fits), rate (BackSlash), shaping (DeepShape), rf8, report.
 
     import initlab.init as ii                                  # registers "gg", "gg_model"
     params = ii.get_scheme("gg", beta=1.5)(key, params)        # GG kernels, Var = 2/fan_in
@@ -13,7 +15,7 @@ shaping (DeepShape), rf8, report.
 from initlab.init.gg.estimate import (BETA_GRID, BETA_MAX, BETA_MIN, POOLED, GGFit,
                                       alpha_from_std, beta_from_ratio, fit, fit_tree, gg_logpdf,
                                       moment_ratio)
-from initlab.init.gg.initializer import (MODES, compute_fans, fan_size, generalized_gaussian,
+from initlab.init.gg.initializer import (MODES, fan_size, generalized_gaussian,
                                          gg_alpha, gg_model, truncation_variance_factor)
 from initlab.init.gg.rate import (BackslashState, backslash, backslash_step, estimate_beta, rate,
                                   rate_grad)

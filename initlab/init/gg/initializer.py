@@ -1,10 +1,13 @@
-"""GG initialization (REFERENCES.md §1.2; GG prior, arXiv 2506.00486).
+"""GG initialization (Wu et al., arXiv 2506.00486 v1–v3, the GG-initialization section; the
+authors' `gg_init.py::gg_init(model, shape, xi)`). It generalizes He et al.'s Var(w) = 2/n
+(arXiv 1502.01852, Eq. 10) from Gaussian to generalized-Gaussian weights:
 
-    w ~ GG(0, α, β),   α = sqrt((gain²/n)·Γ(1/β)/Γ(3/β))   ⇒   Var(w) = gain²/n   for every β.
+    w ~ GG(0, α, β),   α = sqrt((gain²/n)·Γ(1/β)/Γ(3/β))   ⇒   Var(w) = gain²/n   for every β,
 
-β = 2 is He/LeCun normal (untruncated); β = 1 Laplace; β → ∞ uniform. n is the fan of `mode`,
-computed like `jax.nn.initializers.variance_scaling`: every axis that is not an in-, out- or
-batch axis is a receptive-field axis and multiplies both fans (REFERENCES.md §0.2).
+since a GG(0, α, β) has variance α²Γ(3/β)/Γ(1/β) (see `estimate`). β = 2 is He/LeCun normal
+(untruncated); β = 1 Laplace; β → ∞ uniform. n is the fan of `mode`, from the param's
+`ParamSpec` (initlab.init.specs), as `jax.nn.initializers.variance_scaling` computes it: every
+axis that is not an in-, out- or batch axis is a receptive-field axis and multiplies both fans.
 """
 from __future__ import annotations
 
@@ -18,51 +21,39 @@ from scipy import special
 from initlab.init.gg import sampling
 from initlab.init.registry import LayoutInitializer, register_initializer, register_scheme
 from initlab.init.rules import Rules
+from initlab.init.specs import EMBEDDING_FAN_IN, ParamSpec, normalize_axes
 
 Axes = int | Sequence[int]
 MODES = ("fan_in", "fan_out", "fan_avg", "torch_shape0")
 
 
-def _axes(axes: Axes, ndim: int) -> tuple[int, ...]:
-  axes = (axes,) if isinstance(axes, int) else tuple(axes)
-  for a in axes:
-    if not -ndim <= a < ndim:
-      raise ValueError(f"axis {a} is out of range for a {ndim}-D tensor")
-  return tuple(a % ndim for a in axes)
+def fan_size(shape, mode: str = "fan_in", in_axis: Axes = -2, out_axis: Axes = -1,
+             batch_axis: Axes = ()) -> float:
+  """The n of `mode` for a tensor of `shape` with these fan axes (`ParamSpec.fans`).
 
-
-def compute_fans(shape: Sequence[int], in_axis: Axes = -2, out_axis: Axes = -1,
-                 batch_axis: Axes = ()) -> tuple[int, int]:
-  """(fan_in, fan_out) as in `jax.nn.initializers.variance_scaling` (REFERENCES.md §0.2)."""
+  `torch_shape0` is torch's `weight.shape[0]`, the authors' n (out features of Linear/Conv, the
+  vocabulary of an Embedding): the product of the out axes without the receptive field; for
+  reproducing their code only.
+  """
+  if mode not in MODES:
+    raise ValueError(f"mode={mode!r}; valid choices: {MODES}")
   shape = tuple(int(s) for s in shape)
   if len(shape) < 2:
     raise ValueError(f"cannot compute fans of a {len(shape)}-D tensor of shape {shape}; "
                      "GG init needs a kernel with at least (in, out) axes")
-  ndim = len(shape)
-  ins, outs, batch = _axes(in_axis, ndim), _axes(out_axis, ndim), _axes(batch_axis, ndim)
-  receptive = math.prod(shape[a] for a in range(ndim) if a not in ins + outs + batch)
-  return (math.prod(shape[a] for a in ins) * receptive,
-          math.prod(shape[a] for a in outs) * receptive)
-
-
-def fan_size(shape, mode: str = "fan_in", in_axis: Axes = -2, out_axis: Axes = -1,
-             batch_axis: Axes = ()) -> float:
-  """The n of `mode`. `torch_shape0` is torch's `weight.shape[0]` (out features of Linear/Conv):
-  the product of the out axes without the receptive field; for reproducing reference code only."""
-  if mode not in MODES:
-    raise ValueError(f"mode={mode!r}; valid choices: {MODES}")
-  fan_in, fan_out = compute_fans(shape, in_axis, out_axis, batch_axis)
+  ins, outs, batch = (normalize_axes(a, len(shape)) for a in (in_axis, out_axis, batch_axis))
+  fan_in, fan_out = ParamSpec("kernel", ins, outs, batch).fans(shape)
   if mode == "fan_in":
     return fan_in
   if mode == "fan_out":
     return fan_out
   if mode == "fan_avg":
     return (fan_in + fan_out) / 2
-  return math.prod(shape[a] for a in _axes(out_axis, len(shape)))
+  return math.prod(shape[a] for a in outs)
 
 
 def gg_alpha(beta: float, variance: float) -> float:
-  """Scale α of GG(0, α, β) with the given variance: α = sqrt(Var·Γ(1/β)/Γ(3/β)) (§1.1)."""
+  """Scale α of GG(0, α, β) with the given variance: α = sqrt(Var·Γ(1/β)/Γ(3/β)) (module doc)."""
   return math.sqrt(variance * math.exp(math.lgamma(1.0 / beta) - math.lgamma(3.0 / beta)))
 
 
@@ -95,7 +86,7 @@ def _check_options(beta, gain, mode, truncate, sampler):
 def generalized_gaussian(beta: float, gain: float = math.sqrt(2.0), mode: str = "fan_in",
                          truncate: float | None = None, in_axis: Axes = -2, out_axis: Axes = -1,
                          batch_axis: Axes = (), sampler: str = "fast"):
-  """GG initializer: w ~ GG(0, α, β) with Var(w) = gain²/n (REFERENCES.md §1.2).
+  """GG initializer: w ~ GG(0, α, β) with Var(w) = gain²/n (arXiv 2506.00486; module doc).
 
   Args:
     beta: shape β > 0.
@@ -134,33 +125,35 @@ def generalized_gaussian(beta: float, gain: float = math.sqrt(2.0), mode: str = 
 register_initializer("gg", "generalized_gaussian")(generalized_gaussian)
 
 
-def _embedding_torch_shape0(*args, in_axis=-2, out_axis=-1, batch_axis=(), **kwargs):
-  # torch Embedding.weight is (vocab, features) like Flax, so its shape[0] is the vocab (in) axis.
-  return generalized_gaussian(*args, in_axis=out_axis, out_axis=in_axis, batch_axis=batch_axis,
-                              **kwargs)
-
-
 @register_scheme("gg_model")
 def gg_model(beta: float = 2.0, gain: float = math.sqrt(2.0), mode: str = "fan_in",
              truncate: float | None = None, include_embeddings: bool = False,
-             sampler: str = "fast"):
-  """Whole-model GG init, initlab's rule of REFERENCES.md §1.2.
+             embedding_fan_in: str = "features", sampler: str = "fast"):
+  """Whole-model GG init (arXiv 2506.00486; initlab's reading of the authors' `gg_init`).
 
-  Kernels get `generalized_gaussian(beta, gain, mode, truncate)` with their own fans; embeddings
-  too when `include_embeddings` (fan_in = vocab, as the reference's n = shape[0]); biases and
-  norm offsets are 0; norm scales are 1. Params whose role is unknown keep their value. The
-  reference code instead sets every non-2-D "weight" (conv kernels included) to 1: not copied.
+  Kernels get `generalized_gaussian(beta, gain, mode, truncate)` with their own fans; biases and
+  norm offsets are 0; norm scales are 1; params whose role is unknown keep their value.
+  Embeddings (V, D) are drawn too when `include_embeddings`, with the general fan rule
+  (`embedding_fan_in="features"`: fan_in = D, as Flax's `nn.Embed` and PyTorch) unless
+  `embedding_fan_in="vocab"` (fan_in = V: the authors' `gg_init` draws every 2-D tensor with
+  n = shape[0], which for a torch `Embedding.weight` is the vocabulary). `mode="torch_shape0"`
+  is their n = shape[0] for every param, so it also gives embeddings n = V.
+  Not copied from their code: it sets every non-2-D "weight" (conv kernels included) to 1.
   """
   _check_options(beta, gain, mode, truncate, sampler)
+  if embedding_fan_in not in EMBEDDING_FAN_IN:
+    raise ValueError(f"gg_model: embedding_fan_in={embedding_fan_in!r}; "
+                     f"valid choices: {EMBEDDING_FAN_IN}")
   opts = dict(beta=beta, gain=gain, mode=mode, truncate=truncate, sampler=sampler)
   kernel = LayoutInitializer("gg", generalized_gaussian, (), opts)
-  embed = (LayoutInitializer("gg", _embedding_torch_shape0, (), opts)
-           if mode == "torch_shape0" else kernel)
+  # shape[0] of (V, D) is the out axis of the default embedding spec (fan_in = D, fan_out = V)
+  embed_spec = "features" if mode == "torch_shape0" else embedding_fan_in
   groups = [Rules([(".*", kernel)], roles=("kernel",), strict=False),
             Rules([(".*", jax.nn.initializers.zeros)], roles=("bias", "norm_offset"), strict=False),
             Rules([(".*", jax.nn.initializers.ones)], roles=("norm_scale",), strict=False)]
   if include_embeddings:
-    groups.append(Rules([(".*", embed)], roles=("embedding",), strict=False))
+    groups.append(Rules([(".*", kernel)], roles=("embedding",), strict=False,
+                        embedding_fan_in=embed_spec))
 
   def scheme(key, params, ctx=None):
     for rules in groups:     # one key for all: leaf keys are path-hashed, so kernels equal "gg"
