@@ -18,6 +18,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import math
+import os
 from typing import Any, Mapping, Sequence
 
 import ml_collections
@@ -64,6 +65,9 @@ def default_config() -> ml_collections.ConfigDict:
       weight_decay=0.0,             # Decoupled if the optimizer takes it, else added (L2).
       grad_clip_norm=0.0,           # Clip by global norm; 0 = off.
       kwargs=ml_collections.ConfigDict(),  # Extra optax arguments, e.g. b1, momentum.
+      # Transforms chained after the optimizer: names or (name, {option: value}) pairs of
+      # `initlab.train.optim.transform_names()`, e.g. (('backslash', {'rdo': 2e3}),).
+      extra=(),
   ))
   c.train = ml_collections.ConfigDict(dict(
       steps=1000,
@@ -314,6 +318,8 @@ def _check_optimizer(opt) -> None:
   names = optimizer_names()
   _check(opt.name in names, 'optimizer.name',
          f'an optax optimizer, got {opt.name!r}; valid: {", ".join(names)}')
+  from initlab.train import optim  # pylint: disable=g-import-not-at-top
+  optim.parse_extra(opt.extra)
   _check(opt.schedule in SCHEDULES, 'optimizer.schedule',
          f'one of {list(SCHEDULES)}, got {opt.schedule!r}')
   _check(opt.learning_rate >= 0, 'optimizer.learning_rate', f'>= 0, got {opt.learning_rate}')
@@ -364,3 +370,21 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
     else:
       out[key] = type(default)(value)
   return out
+
+
+def load(path: str | os.PathLike, arg: str | None = None) -> ml_collections.ConfigDict:
+  """`get_config(arg)` of the config module at `path`, as `--config=<path>:<arg>` loads it.
+
+  Lets config modules derive from each other without being a package, e.g. in
+  experiments/x/configs.py: `load(REPO / 'configs/lm_shakespeare.py', 'smoke')`. A relative
+  `path` is taken from the current directory.
+  """
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  import pathlib  # pylint: disable=g-import-not-at-top
+  path = pathlib.Path(path)
+  if not path.is_file():
+    raise ConfigError(f'No config module at {str(path)!r}.')
+  spec = importlib.util.spec_from_file_location(f'initlab_config_{path.stem}', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config() if arg is None else module.get_config(arg)

@@ -40,7 +40,7 @@ def main(argv):
     from initlab import train  # pylint: disable=g-import-not-at-top
     try:
       if not train.is_study(config):
-        print(f'Final: {train.run(config, _WORKDIR.value)["final"]}')
+        print(f'Final: {train.run(config, _WORKDIR.value).summary["final"]}')
         return
       results = train.run_study(config, _WORKDIR.value)
     except train.NonFiniteError as e:

@@ -1,11 +1,12 @@
 """initlab.train: mesh and shardings, train state, step, loop, checkpoints, metrics.
 
     from initlab import train
-    summary = train.run(config, workdir)          # one run (auto-resumes from workdir)
+    result = train.run(config, workdir)           # one run (auto-resumes from workdir):
+    result.state, result.summary                  #   final TrainState, summary.json's dict
     results = train.run_study(config, workdir)    # init.compare schemes x seeds.num, + report
 """
 # pylint: disable=g-importing-member
-from initlab.train.loop import NonFiniteError, Run, run
+from initlab.train.loop import NonFiniteError, Run, RunResult, run
 from initlab.train.state import Setup, TrainState
 from initlab.train.study import run_configs, run_study
 

@@ -11,12 +11,13 @@ step), else starts from `config.init_from` (params only), else from a fresh shar
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import pathlib
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 from jax.experimental import multihost_utils
@@ -103,8 +104,10 @@ class Run:
                                               keep=config.train.keep_checkpoints)
     self._eval_batches = None
 
-  def initial_state(self) -> tuple[state_lib.TrainState, Any, bool]:
-    """(state, data-iterator state or None, resumed?): checkpoint, else init_from, else init."""
+  def initial_state(self, start_from: state_lib.TrainState | None = None
+                    ) -> tuple[state_lib.TrainState, Any, bool]:
+    """(state, data-iterator state or None, resumed?): checkpoint, else `start_from`'s params
+    and model state (copied; fresh optimizer state, step 0), else init_from, else init."""
     restored = None
     if self.checkpointer.all_steps():
       restored = self.checkpointer.restore(to_checkpoint(self.setup.abstract))
@@ -113,6 +116,11 @@ class Run:
       _warn_config_changes(restored.config, config_dict(self.config))
       return from_checkpoint(restored.state), restored.data_state, True
     keys = jax.random.key(self.config.seeds.init), jax.random.key(self.config.seeds.dropout)
+    if start_from is not None:
+      sh = self.setup.shardings
+      state = self.setup.from_params(jax.device_put(start_from.params, sh.params), *keys)
+      copy = jax.tree.map(jax.numpy.copy, start_from.model_state)  # The run donates its state.
+      return state.replace(model_state=jax.device_put(copy, sh.model_state)), None, False
     if self.config.init_from:
       logging.info('Initializing params from %s', self.config.init_from)
       params = ckpt_lib.restore_params(self.config.init_from, self.setup.abstract.params)
@@ -184,14 +192,43 @@ def from_checkpoint(tree: dict[str, Any]) -> state_lib.TrainState:
   return state_lib.TrainState(**tree)
 
 
+Callback = Callable[[int, state_lib.TrainState, dict[str, float]], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class RunResult:
+  """What `run` returns.
+
+  Attributes:
+    state: the final `TrainState` (on the run's mesh).
+    summary: as written to summary.json: {"final": {...}, "steps", "wall_s", "resumed_from"}.
+    run: the `Run`: its `mesh`, `setup` and `evaluate(state)` serve post-training analyses,
+      e.g. `result.run.evaluate(result.state.replace(params=quantized))`.
+  """
+  state: state_lib.TrainState
+  summary: dict[str, Any]
+  run: Run
+
+
 def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
-        devices: Sequence[jax.Device] | None = None) -> dict[str, Any]:
-  """Trains `config` in `workdir` (resuming if it holds a checkpoint); returns the summary.
+        devices: Sequence[jax.Device] | None = None,
+        start_from: state_lib.TrainState | None = None,
+        callbacks: Sequence[Callback] = ()) -> RunResult:
+  """Trains `config` in `workdir` (resuming if it holds a checkpoint).
 
   Args:
     config: a full config (see `initlab.config.default_config`); validated first.
     workdir: the run's directory (created).
     devices: the devices of the mesh; default all.
+    start_from: a state whose params and model state (e.g. BatchNorm statistics) the run
+      starts from, with a fresh optimizer state at step 0, instead of `config.init_from` or
+      the init scheme (ignored when resuming); the in-memory form of `config.init_from`.
+    callbacks: `fn(step, state, metrics)`, called with the initial state (step 0, metrics {};
+      not when resuming) and after every eval or checkpoint step (the eval metrics
+      {"loss", "accuracy"}, or {}). The state is donated to the next step: copy what you keep.
+
+  Returns:
+    A `RunResult` (final state, summary, the `Run`).
 
   Raises:
     ConfigError: a bad config (nothing in `workdir` is touched).
@@ -202,14 +239,16 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
   t = config.train
   try:
     with jax.set_mesh(r.mesh):
-      state, data_state, resumed = r.initial_state()
+      state, data_state, resumed = r.initial_state(start_from)
       start = int(jax.device_get(state.step))
       write_json(r.workdir / CONFIG_NAME, config_dict(config))
       if config.diagnostics_at_init and not resumed:
         write_json(r.workdir / DIAGNOSTICS_NAME, r.diagnostics(state))
       writer = metrics_lib.MetricWriter(r.workdir, purge_step=start + 1 if resumed else None)
+      for fn in callbacks if not resumed else ():
+        fn(start, state, {})
       try:
-        state, final = _train(r, state, r.train_iterator(data_state), start, writer)
+        state, final = _train(r, state, r.train_iterator(data_state), start, writer, callbacks)
       finally:
         writer.close()
   finally:
@@ -217,10 +256,11 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
   summary = dict(final=final, steps=t.steps, wall_s=time.time() - start_time,
                  resumed_from=start if resumed else None)
   write_json(r.workdir / SUMMARY_NAME, summary)
-  return summary
+  return RunResult(state, summary, r)
 
 
-def _train(r: Run, state, it, start: int, writer) -> tuple[state_lib.TrainState, dict]:
+def _train(r: Run, state, it, start: int, writer, callbacks: Sequence[Callback] = ()
+           ) -> tuple[state_lib.TrainState, dict]:
   """The training loop from step `start`; returns the final state and final metrics."""
   t = r.config.train
   total = t.steps
@@ -267,6 +307,8 @@ def _train(r: Run, state, it, start: int, writer) -> tuple[state_lib.TrainState,
         r.checkpointer.save(s, to_checkpoint(state), data_state=it.get_state(),
                             config=config_dict(r.config))
         last_ckpt = s
+      for fn in callbacks if checkpoint or evaluate else ():
+        fn(s, state, metrics if evaluate else {})
     flush()
   finally:
     bar.close()

@@ -1,13 +1,25 @@
-"""The optimizer of `config.optimizer`: optax by name, a schedule, weight decay, clipping."""
+"""The optimizer of `config.optimizer`: optax by name, a schedule, weight decay, clipping,
+and extra transforms registered by name (`config.optimizer.extra`).
+
+    config.optimizer.extra = (('backslash', {'rdo_per_param': 1e-3}),)   # or ('backslash',)
+
+An extra transform is a factory `(**options) -> optax.GradientTransformation` registered with
+`@register_transform('<name>')`; `make` chains the extras after the optimizer, in order.
+"""
 from __future__ import annotations
 
 import inspect
+from typing import Any, Callable, Mapping
 
+import jax
 import ml_collections
 import optax
 
+from initlab import config as config_lib
 from initlab.init import specs
 from initlab.init import tree as tree_lib
+
+_TRANSFORMS: dict[str, Callable[..., optax.GradientTransformation]] = {}
 
 
 def schedule(opt: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
@@ -46,6 +58,7 @@ def make(opt: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTran
   The optimizer gets the schedule as its `learning_rate`. If it takes `weight_decay`
   (adamw, lamb, ...) the decay is passed to it (decoupled); otherwise it is added to the
   gradients as `add_decayed_weights` (L2). Either way it is masked to kernels and embeddings.
+  The extra transforms of `opt.extra` (`parse_extra`) follow the optimizer, in order.
   """
   factory = getattr(optax, opt.name, None)
   if factory is None:
@@ -64,4 +77,93 @@ def make(opt: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTran
   elif takes_decay:
     kwargs.setdefault('weight_decay', 0.0)
   parts.append(factory(schedule(opt, total_steps), **kwargs))
-  return parts[0] if len(parts) == 1 else optax.chain(*parts)
+  tx = parts[0] if len(parts) == 1 else optax.chain(*parts)
+  extras = [_TRANSFORMS[name](**options) for name, options in parse_extra(opt.get('extra', ()))]
+  return optax.chain(tx, *extras) if extras else tx
+
+
+def register_transform(name: str) -> Callable:
+  """Decorator registering `factory(**options) -> GradientTransformation` as extra `name`."""
+  def register(factory):
+    if name in _TRANSFORMS:
+      raise ValueError(f'register_transform: {name!r} is already registered')
+    _TRANSFORMS[name] = factory
+    return factory
+  return register
+
+
+def transform_names() -> list[str]:
+  """The names `config.optimizer.extra` accepts."""
+  return sorted(_TRANSFORMS)
+
+
+def parse_extra(extra) -> list[tuple[str, dict[str, Any]]]:
+  """`config.optimizer.extra` as `(name, options)` pairs, checked.
+
+  Each item is a registered name or a `(name, {option: value})` pair. Raises ConfigError
+  naming the item, and the valid names or options, for anything else.
+  """
+  def bad(i, what):
+    return config_lib.ConfigError(f'config.optimizer.extra[{i}]: {what}')
+  if not isinstance(extra, (tuple, list)):
+    raise config_lib.ConfigError(
+        f'config.optimizer.extra: expected a tuple of transform names or (name, options) '
+        f'pairs, got {extra!r}')
+  out = []
+  for i, item in enumerate(extra):
+    name = options = None
+    if isinstance(item, str):
+      name, options = item, {}
+    elif isinstance(item, (tuple, list)) and len(item) == 2:
+      name, options = item
+    if not isinstance(name, str) or not isinstance(options, (Mapping, ml_collections.ConfigDict)):
+      raise bad(i, f'expected a name or a (name, {{option: value}}) pair, got {item!r}')
+    if name not in _TRANSFORMS:
+      raise bad(i, f'unknown transform {name!r}; valid: {", ".join(transform_names())}')
+    options = dict(options)
+    valid = list(inspect.signature(_TRANSFORMS[name]).parameters)
+    for key in options:
+      if key not in valid:
+        raise bad(i, f'unknown option {key!r} of {name!r}; valid: {", ".join(valid)}')
+    try:
+      _TRANSFORMS[name](**options)
+    except (TypeError, ValueError) as e:
+      raise bad(i, f'bad options {options} for {name!r}: {e}') from None
+    out.append((name, options))
+  return out
+
+
+_MASKS = {'weights': _decay_mask, 'all': None}
+
+
+@register_transform('backslash')
+def backslash(rdo: float | None = None, rdo_per_param: float | None = None, clip: float = 1.0,
+              reestimate_every: int = 1, method: str = 'exact',
+              mask: str = 'weights') -> optax.GradientTransformation:
+  """BackSlash's unit step θ ← θ − ∇R(θ) after the optimizer (arXiv 2504.16968; see
+  `initlab.init.gg.rate`), with ∇R = (rdo·β̂/N)·sign(θ)(|θ| + clip)^(β̂−1).
+
+  Args:
+    rdo: the rate–distortion weight (default the reference's 2e3).
+    rdo_per_param: instead of `rdo`, λ = rdo/N: rdo = λ·N with N the number of masked params
+      (known at init), so the per-step shrink λ·β̂ does not depend on the model size.
+    clip, reestimate_every, method: as `initlab.init.gg.backslash`.
+    mask: 'weights' (kernels and embeddings, by param role, as weight decay) or 'all'.
+  """
+  from initlab.init import gg  # pylint: disable=g-import-not-at-top
+  if mask not in _MASKS:
+    raise ValueError(f'mask={mask!r}; valid: {", ".join(map(repr, _MASKS))}')
+  if rdo is not None and rdo_per_param is not None:
+    raise ValueError('set rdo or rdo_per_param, not both')
+  kwargs = dict(clip=clip, reestimate_every=reestimate_every, method=method, unit_step=True)
+  if rdo_per_param is None:
+    return gg.backslash(rdo=2e3 if rdo is None else rdo, mask=_MASKS[mask], **kwargs)
+  gg.backslash(**kwargs)  # Checks the options now.
+
+  def make(params):  # N from the (masked) params' shapes: static under jit.
+    n = sum(x.size for x in jax.tree.leaves(params))
+    return gg.backslash(rdo=rdo_per_param * n, **kwargs)
+
+  tx = optax.GradientTransformation(lambda params: make(params).init(params),
+                                    lambda u, s, params=None: make(params).update(u, s, params))
+  return tx if _MASKS[mask] is None else optax.masked(tx, _MASKS[mask])

@@ -32,7 +32,7 @@ def assert_trees_equal(a, b):
 
 def test_run_writes_metrics_checkpoints_summary(tiny_config, tmp_path):
   config = tiny_config(eval_every=6)
-  summary = train.run(config, tmp_path)
+  summary = train.run(config, tmp_path).summary
   assert sorted(int(p.name) for p in (tmp_path / 'checkpoints').iterdir()) == [4, 8, 12]
   records = metrics_lib.read_jsonl(tmp_path / 'metrics.jsonl')
   train_records = [r for r in records if r['split'] == 'train']
@@ -78,7 +78,7 @@ def test_corrupt_latest_checkpoint_resumes_from_previous(tiny_config, tmp_path, 
   train.run(config, run_dir)
   for f in (run_dir / 'checkpoints' / '8').glob('state/**/d/*'):
     f.write_bytes(b'x')
-  summary = train.run(config, run_dir)  # Already at step 8, but step 8 is unreadable.
+  summary = train.run(config, run_dir).summary  # Already at step 8, but step 8 is unreadable.
   assert summary['resumed_from'] == 4
   assert 'unrestorable' in caplog.text
   assert_trees_equal(params_of(config, run_dir), params_of(config, tmp_path / 'ref'))

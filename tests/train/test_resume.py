@@ -56,7 +56,7 @@ def test_kill_and_resume_equals_uninterrupted(tiny_config, tmp_path):
   killed_at = max(_losses(workdir))
   assert EVERY <= killed_at < STEPS, killed_at
 
-  summary = train.run(config, workdir)  # The rerun: auto-resumes.
+  summary = train.run(config, workdir).summary  # The rerun: auto-resumes.
   assert EVERY <= summary['resumed_from'] <= killed_at
   train.run(config, tmp_path / 'reference')
 
