@@ -114,6 +114,76 @@ def full_model_config(config: ml_collections.ConfigDict) -> ml_collections.Confi
   return cfg
 
 
+PATH_KEYS = ('init_from', 'data.data_dir')  # Paths a user gives; made absolute at the entry.
+
+
+def resolve_paths(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A copy of `config` whose PATH_KEYS are absolute ('~' expanded, relative to the cwd).
+
+  Runs resolve them once, at the entry, so that Orbax (which refuses relative paths) and
+  later reruns from another directory see the same paths.
+  """
+  from initlab import rundir  # pylint: disable=g-import-not-at-top
+  out = config.copy_and_resolve_references()
+  with out.unlocked():
+    for key in PATH_KEYS:
+      *parents, leaf = key.split('.')
+      node = out
+      for k in parents:
+        node = node[k]
+      if node.get(leaf):
+        node[leaf] = rundir.absolute(node[leaf])
+  return out
+
+
+def override_error(config: ml_collections.ConfigDict, key: str) -> str | None:
+  """Why `--config.<key>=...` cannot apply to `config` (None if the key exists).
+
+  Names the first missing part of the dotted `key`, the closest valid key and all of them
+  (those the config sets and those the schema allows), as `validate` does.
+  """
+  from initlab import models  # pylint: disable=g-import-not-at-top
+  node, schema = config, default_config()
+  parts = key.split('.')
+  for i, part in enumerate(parts):
+    where = '.'.join(parts[:i])
+    if not hasattr(node, 'keys'):
+      return f'config.{where} is a value ({node!r}), it has no key {part!r}.'
+    if part in node:
+      node = node[part]
+      schema = schema.get(part) if hasattr(schema, 'get') else None
+      continue
+    valid = set(node.keys()) | (set(schema.keys()) if hasattr(schema, 'keys') else set())
+    if where == 'model':
+      zoo = [k for k in _model_options(models, node) if k not in ('dtype', 'param_dtype')]
+      if part in zoo:
+        return (f'config.model.{part} is an option of model {node.get("name")!r} that this '
+                'config does not set; command-line overrides can only change keys the config '
+                'sets, so set it in the config file.')
+      valid |= set(zoo)
+    if where == 'init':
+      if part in _scheme_names():
+        return (f'config.init.{part}: options of init scheme {part!r} that this config does not '
+                'set; command-line overrides can only change keys the config sets, so set '
+                f'config.init.{part} in the config file.')
+      valid |= set(_scheme_names())
+    return str(_unknown('.'.join(parts[:i + 1]), sorted(valid),
+                        f'config.{where}' if where else 'config'))
+  return None
+
+
+def _model_options(models, model_cfg) -> list[str]:
+  try:
+    return list(models.default_config(model_cfg.get('name')).keys())
+  except (KeyError, ValueError):
+    return []
+
+
+def _scheme_names() -> list[str]:
+  import initlab.init as ii  # pylint: disable=g-import-not-at-top
+  return list(ii.scheme_names())
+
+
 def scheme_options(config: ml_collections.ConfigDict, name: str) -> dict[str, Any]:
   """The options `config.init.<name>.*` of init scheme `name` (empty if none are set)."""
   opts = config.init.get(name)

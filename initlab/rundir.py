@@ -16,6 +16,9 @@ one run directory per scheme and seed: `run_dir(workdir, scheme, k)` =
 JSON has no NaN or infinity, so non-finite floats are written as the strings "nan", "inf"
 and "-inf" (`dumps`, `write_json`) and read back as floats (`loads`, `read_json`,
 `read_jsonl`); in metrics.jsonl a null value also reads as NaN. Only process 0 writes.
+
+Resuming: a workdir's config.json may differ from the config that resumes it only in
+RESUMABLE keys (the length of training and cosmetics); `changed_keys` lists the others.
 """
 from __future__ import annotations
 
@@ -25,6 +28,8 @@ import math
 import os
 import pathlib
 import re
+import shutil
+import tempfile
 from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
@@ -40,6 +45,11 @@ REPORT = 'report.md'
 RESULTS = 'results.json'
 SEED_DIR = re.compile(r'^seed_(\d+)$')
 
+OUTPUTS = (CONFIG, SUMMARY, METRICS, DIAGNOSTICS, CHECKPOINTS, TB, RUNS, REPORT, RESULTS)
+# Keys a resume may change: the length of training (the learning-rate schedule is recomputed
+# for the new length from the restored step on) and what does not touch the numbers.
+RESUMABLE = ('train.steps', 'train.progress_bar', 'name')
+
 SPLITS = ('train', 'eval')
 RESERVED = ('step', 'split')  # metrics.jsonl keys that are not metrics.
 _NONFINITE = {'nan': math.nan, 'inf': math.inf, '-inf': -math.inf}
@@ -48,6 +58,89 @@ _NONFINITE = {'nan': math.nan, 'inf': math.inf, '-inf': -math.inf}
 def run_dir(workdir: str | os.PathLike, scheme: str, seed: int) -> pathlib.Path:
   """`<workdir>/runs/<scheme>/seed_<seed>`: one run of a study."""
   return pathlib.Path(workdir) / RUNS / scheme / f'seed_{int(seed)}'
+
+
+class RunDirError(ValueError):
+  """A workdir initlab cannot use as asked (not writable, another run's, another config)."""
+
+
+def absolute(path: str | os.PathLike) -> str:
+  """`path` with '~' expanded, made absolute against the current directory (URLs as given)."""
+  path = os.fspath(path)
+  return path if '://' in path else os.path.abspath(os.path.expanduser(path))
+
+
+def check_writable(workdir: str | os.PathLike) -> None:
+  """Raises RunDirError unless `workdir` is (or can be made) a writable directory.
+
+  An existing directory is checked with `os.access`; otherwise a temporary directory is
+  created and removed in the nearest existing ancestor, so nothing stays behind.
+  """
+  path = pathlib.Path(workdir)
+  if path.exists() and not path.is_dir():
+    raise RunDirError(f'workdir {path}: exists and is not a directory.')
+  if path.is_dir():
+    if not os.access(path, os.W_OK | os.X_OK):
+      raise RunDirError(f'workdir {path}: not writable.')
+    return
+  probe = path
+  while not probe.exists():
+    probe = probe.parent
+  if not probe.is_dir():
+    raise RunDirError(f'workdir {path}: cannot be created, {probe} is not a directory.')
+  try:
+    tempfile.TemporaryDirectory(dir=probe, prefix='.initlab-probe-').cleanup()
+  except OSError as e:
+    raise RunDirError(f'workdir {path}: not writable ({probe}: {e.strerror or e}).') from None
+
+
+def initlab_entries(workdir: str | os.PathLike) -> tuple[list[str], list[str]]:
+  """(initlab outputs, other entries) in `workdir` (hidden entries ignored)."""
+  path = pathlib.Path(workdir)
+  names = sorted(p.name for p in path.iterdir() if not p.name.startswith('.')) \
+      if path.is_dir() else []
+  ours = [n for n in names if n in OUTPUTS or n.endswith('.png')]
+  return ours, [n for n in names if n not in ours]
+
+
+def remove_outputs(workdir: str | os.PathLike, names: Iterable[str] = OUTPUTS) -> None:
+  """Deletes the initlab outputs `names` from `workdir` (nothing else), on process 0."""
+  import jax  # pylint: disable=g-import-not-at-top
+  if jax.process_index() != 0:
+    return
+  for name in names:
+    p = pathlib.Path(workdir) / name
+    if p.is_dir() and not p.is_symlink():
+      shutil.rmtree(p)
+    elif p.exists() or p.is_symlink():
+      p.unlink()
+
+
+def flatten(d: Any, prefix: str = '') -> dict[str, Any]:
+  """{"a.b": v} from {"a": {"b": v}}; lists and tuples stay values."""
+  if not isinstance(d, Mapping) or (not d and prefix):
+    return {prefix[:-1]: d}
+  return {k: v for kk, vv in d.items() for k, v in flatten(vv, f'{prefix}{kk}.').items()}
+
+
+def changed_keys(saved: Mapping[str, Any], current: Mapping[str, Any],
+                 ignore: Iterable[str] = RESUMABLE) -> dict[str, tuple[Any, Any]]:
+  """{key: (saved value, current value)} of the flattened keys that differ, minus `ignore`.
+
+  Both sides go through `encode`, so tuples and lists compare equal and NaN equals NaN.
+  """
+  a, b = flatten(encode(saved)), flatten(encode(current))
+  ignore = tuple(ignore)
+  skip = lambda k: any(k == i or k.startswith(i + '.') for i in ignore)
+  return {k: (a.get(k), b.get(k)) for k in sorted(a.keys() | b.keys())
+          if not skip(k) and a.get(k) != b.get(k)}
+
+
+def describe_changes(changes: Mapping[str, tuple[Any, Any]], limit: int = 6) -> str:
+  """'optimizer.learning_rate: 0.05 -> 0.5; ...' (the first `limit` keys, then a count)."""
+  items = [f'{k}: {old!r} -> {new!r}' for k, (old, new) in changes.items()]
+  more = f'; and {len(items) - limit} more' if len(items) > limit else ''
+  return '; '.join(items[:limit]) + more
 
 
 def study_runs(workdir: str | os.PathLike) -> Iterator[tuple[str, int, pathlib.Path]]:

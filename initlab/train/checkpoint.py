@@ -10,8 +10,10 @@
 
     params = restore_params(other_run_dir, abstract_params)  # config.init_from
 
-A step directory `<directory>/<step>/` holds three Orbax items: `state` (the
-pytree of arrays, written by `StandardSave`), `data_state` and `config` (JSON).
+A step directory `<directory>/<step>/` holds up to four Orbax items: `state`
+(the pytree of arrays, written by `StandardSave`), `data_state`, `config` and
+`meta` (JSON; the loop keeps the run's elapsed wall time there). Nothing is
+written before the first `save` (the directory is created then).
 Only Orbax reads and writes them; there is no pickle.
 
 The state is any pytree of `jax.Array`s: a plain dict, optax states, an NNX
@@ -27,7 +29,8 @@ Auto-resume: `restore()` tries the newest finalized step first. A step that
 cannot be read (missing or garbled array, metadata or JSON files) is skipped
 with a warning naming it, and the next older one is tried; unfinished Orbax
 tmp directories are never considered. A state tree that does not match the
-saved one (a different model) is a `ValueError`, not a fallback. Files are only
+saved one (a different model) is a `TreeMismatchError` (a `ValueError`), not a
+fallback. Files are only
 ever deleted by the keep-N policy: the first `save()` after skipping bad steps
 renames them to `<step>.unrestorable-<time>` so the new run can reuse the step
 numbers and Orbax's ordering stays sane.
@@ -53,7 +56,7 @@ import orbax.checkpoint as ocp
 
 from initlab.init.tree import path_str
 
-_STATE, _DATA, _CONFIG = "state", "data_state", "config"
+_STATE, _DATA, _CONFIG, _META = "state", "data_state", "config", "meta"
 _TMP_RE = re.compile(r"^(\d+)\.orbax-checkpoint-tmp")
 
 
@@ -63,6 +66,11 @@ class Restored(NamedTuple):
   state: Any
   data_state: dict[str, Any] | bytes | None
   config: dict[str, Any] | None
+  meta: dict[str, Any] | None = None
+
+
+class TreeMismatchError(ValueError):
+  """The state tree asked for does not fit the one in a checkpoint (another model)."""
 
 
 class _Unrestorable(OSError):
@@ -75,7 +83,8 @@ def _manager(directory: epath.Path, **options) -> ocp.CheckpointManager:
       options=ocp.CheckpointManagerOptions(**options),
       item_handlers={_STATE: ocp.StandardCheckpointHandler(),
                      _DATA: ocp.JsonCheckpointHandler(),
-                     _CONFIG: ocp.JsonCheckpointHandler()})
+                     _CONFIG: ocp.JsonCheckpointHandler(),
+                     _META: ocp.JsonCheckpointHandler()})
 
 
 def _abstract(tree: Any) -> Any:
@@ -112,7 +121,7 @@ def _check_tree(saved: Any, abstract: Any, where: str, partial: bool) -> None:
       problems.append(f"{name(k)} has shape {have} saved but {want} asked")
   if problems:
     more = f"; and {len(problems) - 10} more" if len(problems) > 10 else ""
-    raise ValueError(f"{where}: the state tree does not match the checkpoint: "
+    raise TreeMismatchError(f"{where}: the state tree does not match the checkpoint: "
                      + "; ".join(problems[:10]) + more)
 
 
@@ -175,7 +184,7 @@ class Checkpointer:
     self.directory = epath.Path(directory)
     self._mngr = _manager(self.directory, max_to_keep=keep,
                           save_interval_steps=save_every or 1,
-                          enable_async_checkpointing=async_save)
+                          enable_async_checkpointing=async_save, create=False)
     self._bad: list[int] = []
 
   def latest_step(self) -> int | None:
@@ -189,7 +198,7 @@ class Checkpointer:
     return sorted(self._mngr.all_steps())
 
   def save(self, step: int, state: Any, *, data_state: Any = None,
-           config: Any = None, force: bool = False) -> bool:
+           config: Any = None, meta: Any = None, force: bool = False) -> bool:
     """Starts saving `step`; True if it is written (per `save_every`/`force`).
 
     All processes must call it with the same step. `state` may be donated
@@ -198,12 +207,15 @@ class Checkpointer:
     self._quarantine_bad_steps()
     if not force and not self._mngr.should_save(step):
       return False
+    self.directory.mkdir(parents=True, exist_ok=True)
     items = {_STATE: ocp.args.StandardSave(state)}
     if data_state is not None:
       items[_DATA] = ocp.args.JsonSave(
           {"states": _gather_json(_encode_data(data_state))})
     if config is not None:
       items[_CONFIG] = ocp.args.JsonSave(_to_json("config", config))
+    if meta is not None:
+      items[_META] = ocp.args.JsonSave(_to_json("meta", meta))
     return self._mngr.save(step, args=ocp.args.Composite(**items), force=force)
 
   def restore(self, abstract_state: Any, *,
@@ -262,7 +274,7 @@ class Checkpointer:
       raise _Unrestorable(f"{where}: no readable '{_STATE}' item")
     _check_tree(meta.tree, abstract_state, where, partial=False)
     items = {_STATE: ocp.args.StandardRestore(abstract_state)}
-    for name in (_DATA, _CONFIG):
+    for name in (_DATA, _CONFIG, _META):
       if (self.directory / str(step) / name).exists():
         items[name] = ocp.args.JsonRestore()
     try:
@@ -281,7 +293,7 @@ class Checkpointer:
         data = None
       else:
         data = _decode_data(states[jax.process_index()])
-    return Restored(step, out[_STATE], data, out.get(_CONFIG))
+    return Restored(step, out[_STATE], data, out.get(_CONFIG), out.get(_META))
 
   def _warn_unfinished(self, latest: int) -> None:
     if not self.directory.exists():

@@ -1,13 +1,21 @@
 """`run(config, workdir)`: one training run, from config to checkpoints, metrics and summary.
 
     workdir/config.json            the run's config
-    workdir/checkpoints/<step>/    Orbax: train state, data-iterator state, config
+    workdir/checkpoints/<step>/    Orbax: train state, data-iterator state, config, wall time
     workdir/metrics.jsonl, tb/     train metrics every `log_every` steps, eval metrics
     workdir/init_diagnostics.json  signal propagation at init (`diagnostics_at_init`)
-    workdir/summary.json           {"final": {"eval/accuracy", "eval/loss", ...}, "steps", "wall_s"}
+    workdir/summary.json           {"final": {"train/loss", "eval/accuracy", ...}, "steps",
+                                    "wall_s", "resumed_from", "eval_examples", "provenance"}
+    workdir/report.md, ...         `initlab.report.build_report(workdir)`
 
-The run resumes from the newest readable checkpoint in `workdir` (train state, data order,
-step), else starts from `config.init_from` (params only), else from a fresh sharded init.
+(names and JSON rule: `initlab.rundir`). The run resumes from the newest readable checkpoint
+in `workdir` (train state, data order, step), else starts from `config.init_from` (params
+only), else from a fresh sharded init. Before anything is written, `check_workdir` refuses a
+workdir that is not writable, holds a study, or holds a run whose config differs in more than
+`rundir.RESUMABLE` (train.steps and cosmetics); `force=True` deletes that run's outputs
+instead. A finished run is left as it is: rerunning it trains nothing and rewrites neither
+config.json nor summary.json. On resume, metrics.jsonl is cut back to the restored step, and
+summary.json's wall_s adds up the time of every process that trained the run.
 """
 from __future__ import annotations
 
@@ -87,11 +95,17 @@ class Run:
     self.tx = optim.make(config.optimizer, config.train.steps)
     name = config.init.name
     scheme = ii.get_scheme(name, **config_lib.scheme_options(config, name))
-    # Traced abstractly: outside `jax.set_mesh`, logical names stay metadata.
-    self.setup = state_lib.Setup.create(
-        lambda rngs: models.build(model_cfg, rngs=rngs), self.tx, mesh=self.mesh,
-        axis_rules=mesh_lib.axis_rules(config), scheme=scheme,
-        fsdp_axis=mesh_lib.fsdp_axis(config))
+    # Traced abstractly: outside `jax.set_mesh`, logical names stay metadata. This builds the
+    # model and runs the scheme, so bad model options (ResNet depth 15) fail here, cheaply.
+    try:
+      self.setup = state_lib.Setup.create(
+          lambda rngs: models.build(model_cfg, rngs=rngs), self.tx, mesh=self.mesh,
+          axis_rules=mesh_lib.axis_rules(config), scheme=scheme,
+          fsdp_axis=mesh_lib.fsdp_axis(config))
+    except (ValueError, TypeError, KeyError) as e:
+      raise config_lib.ConfigError(
+          f'config.model / config.init: cannot build model {config.model.name!r} with init '
+          f'{name!r}: {e}') from e
     self.batch_sharding = mesh_lib.batch_sharding(self.mesh)
     self.train_step = step_lib.make_train_step(
         self.setup, task=self.meta.task, batch_sharding=self.batch_sharding,
@@ -103,6 +117,12 @@ class Run:
     self.checkpointer = ckpt_lib.Checkpointer(self.workdir / CHECKPOINT_DIR,
                                               keep=config.train.keep_checkpoints)
     self._eval_batches = None
+    self.eval_examples = None  # Examples (tokens for an LM) of the last evaluation.
+    self._wall_start, self._wall_before = time.time(), 0.0
+
+  def wall_s(self) -> float:
+    """Seconds spent on this run: by earlier processes (up to the restored checkpoint) + now."""
+    return self._wall_before + time.time() - self._wall_start
 
   def initial_state(self, start_from: state_lib.TrainState | None = None
                     ) -> tuple[state_lib.TrainState, Any, bool]:
@@ -113,7 +133,8 @@ class Run:
       restored = self.checkpointer.restore(to_checkpoint(self.setup.abstract))
     if restored is not None:
       logging.info('Resuming %s from step %d', self.workdir, restored.step)
-      _warn_config_changes(restored.config, config_dict(self.config))
+      _check_resumable(restored, self.config, self.checkpointer.directory)
+      self._wall_before = float((restored.meta or {}).get('wall_s') or 0.0)
       return from_checkpoint(restored.state), restored.data_state, True
     keys = jax.random.key(self.config.seeds.init), jax.random.key(self.config.seeds.dropout)
     if start_from is not None:
@@ -151,7 +172,9 @@ class Run:
     for batch in batches:
       out = self.eval_step(state, batch)
       total = out if total is None else jax.tree.map(lambda a, b: a + b, total, out)
-    return step_lib.summarize_eval(jax.device_get(total))
+    total = jax.device_get(total)
+    self.eval_examples = int(total['count'])
+    return step_lib.summarize_eval(total)
 
   def _read_eval(self):
     """Yields the global eval batches, caching them if they are small."""
@@ -213,12 +236,14 @@ class RunResult:
 def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
         devices: Sequence[jax.Device] | None = None,
         start_from: state_lib.TrainState | None = None,
-        callbacks: Sequence[Callback] = ()) -> RunResult:
-  """Trains `config` in `workdir` (resuming if it holds a checkpoint).
+        callbacks: Sequence[Callback] = (), force: bool = False,
+        report: bool = True) -> RunResult:
+  """Trains `config` in `workdir` (resuming if it holds a checkpoint), then writes a report.
 
   Args:
-    config: a full config (see `initlab.config.default_config`); validated first.
-    workdir: the run's directory (created).
+    config: a full config (see `initlab.config.default_config`); validated first. Its paths
+      (`config_lib.PATH_KEYS`) are made absolute against the current directory.
+    workdir: the run's directory (created; a relative path is resolved now).
     devices: the devices of the mesh; default all.
     start_from: a state whose params and model state (e.g. BatchNorm statistics) the run
       starts from, with a fresh optimizer state at step 0, instead of `config.init_from` or
@@ -226,37 +251,153 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
     callbacks: `fn(step, state, metrics)`, called with the initial state (step 0, metrics {};
       not when resuming) and after every eval or checkpoint step (the eval metrics
       {"loss", "accuracy"}, or {}). The state is donated to the next step: copy what you keep.
+    force: when `workdir` holds a run with another config (or something else initlab
+      wrote), delete those outputs and start over instead of raising `RunDirError`.
+    report: end with `initlab.report.build_report(workdir)` (report.md, results.json, plots).
 
   Returns:
     A `RunResult` (final state, summary, the `Run`).
 
   Raises:
-    ConfigError: a bad config (nothing in `workdir` is touched).
+    ConfigError: a bad config, model or init scheme (nothing in `workdir` is touched).
+    RunDirError: a workdir this run cannot use (nothing in it is touched).
+    TreeMismatchError: `config.init_from` holds another model's params (nothing touched).
     NonFiniteError: the loss or gradients became NaN/Inf (last good checkpoint kept).
   """
   start_time = time.time()
-  r = Run(config, workdir, devices=devices)
+  config = config_lib.resolve_paths(config)
+  r = Run(config, rundir.absolute(workdir), devices=devices)
+  r._wall_start = start_time  # pylint: disable=protected-access
+  finished = check_workdir(r.workdir, config, force=force)
   t = config.train
   try:
     with jax.set_mesh(r.mesh):
       state, data_state, resumed = r.initial_state(start_from)
       start = int(jax.device_get(state.step))
-      write_json(r.workdir / CONFIG_NAME, config_dict(config))
-      if config.diagnostics_at_init and not resumed:
-        write_json(r.workdir / DIAGNOSTICS_NAME, r.diagnostics(state))
-      writer = metrics_lib.MetricWriter(r.workdir, purge_step=start + 1 if resumed else None)
-      for fn in callbacks if not resumed else ():
-        fn(start, state, {})
-      try:
-        state, final = _train(r, state, r.train_iterator(data_state), start, writer, callbacks)
-      finally:
-        writer.close()
+      if finished is not None and start == t.steps:
+        logging.info('%s: already trained %d steps; nothing to do', r.workdir, start)
+        summary = finished
+      else:
+        write_json(r.workdir / CONFIG_NAME, config_dict(config))
+        if config.diagnostics_at_init and not resumed:
+          write_json(r.workdir / DIAGNOSTICS_NAME, r.diagnostics(state))
+        writer = metrics_lib.MetricWriter(r.workdir, purge_step=start + 1)
+        logged = _logged_finals(r.workdir, start) if resumed else {}
+        for fn in callbacks if not resumed else ():
+          fn(start, state, {})
+        try:
+          state, final = _train(r, state, r.train_iterator(data_state), start, writer, callbacks)
+        finally:
+          writer.close()
+        summary = dict(final={**logged, **final}, steps=t.steps, wall_s=r.wall_s(),
+                       resumed_from=start if resumed else None, eval_examples=r.eval_examples,
+                       provenance=_provenance())
+        write_json(r.workdir / SUMMARY_NAME, summary)
   finally:
     r.checkpointer.close()
-  summary = dict(final=final, steps=t.steps, wall_s=time.time() - start_time,
-                 resumed_from=start if resumed else None)
-  write_json(r.workdir / SUMMARY_NAME, summary)
+  if report and jax.process_index() == 0:
+    from initlab.report import build_report  # pylint: disable=g-import-not-at-top
+    build_report(r.workdir)
   return RunResult(state, summary, r)
+
+
+def check_workdir(workdir: pathlib.Path, config: ml_collections.ConfigDict, *,
+                  force: bool = False, study: bool = False) -> dict[str, Any] | None:
+  """Checks `workdir` for a run (or a study) of `config` before anything is written there.
+
+  Returns the summary of a finished single run with this config and length (None otherwise).
+  Raises `rundir.RunDirError` if `workdir` is not a writable directory, is not empty but holds
+  nothing initlab wrote, holds the other layout (a study's runs/ vs a run's checkpoints/), or
+  holds a config that differs in more than `rundir.RESUMABLE` (for a study also in its shape:
+  init.compare, init.name, seeds.num), or a run longer than `train.steps`. With `force`,
+  those initlab outputs are deleted instead (nothing else is).
+  """
+  rundir.check_writable(workdir)
+  ours, others = rundir.initlab_entries(workdir)
+  if not ours:
+    if others:
+      raise rundir.RunDirError(
+          f'workdir {workdir}: not empty ({", ".join(others[:4])}'
+          f'{", ..." if len(others) > 4 else ""}) and holds no initlab run; choose a new or '
+          'empty directory.')
+    return None
+  kind = 'study' if study else 'run'
+  saved = None
+  if (rundir.CHECKPOINTS in ours or rundir.METRICS in ours) if study else rundir.RUNS in ours:
+    problem = f'holds a {"single run" if study else "study"}, not a {kind}'
+  else:
+    problem = None
+    try:
+      saved = rundir.read_json(workdir / rundir.CONFIG)
+    except FileNotFoundError:
+      pass  # Only the checkpoint's config can tell (checked when it is restored).
+    except (OSError, ValueError) as e:
+      problem = f'has an unreadable {rundir.CONFIG} ({e})'
+    shape = ('init.compare', 'init.name', 'seeds.num') if study else ()
+    changes = {} if saved is None else rundir.changed_keys(
+        saved, config_dict(config), rundir.RESUMABLE + shape)
+    if changes:
+      problem = (f'holds a {kind} with another config ({rundir.describe_changes(changes)}); '
+                 f'a resume may only change {", ".join(rundir.RESUMABLE)}')
+  if problem is not None:
+    if not force:
+      raise rundir.RunDirError(
+          f'workdir {workdir}: {problem}. Use a new --workdir, or --force to delete its '
+          f'{kind} and start over.')
+    logging.warning('--force: deleting %s in %s (%s)', ', '.join(ours), workdir, problem)
+    rundir.remove_outputs(workdir, ours)
+    _sync('initlab_force_delete')
+    return None
+  if study:
+    return None
+  try:
+    summary = rundir.read_json(workdir / rundir.SUMMARY)
+  except (OSError, ValueError):
+    return None
+  done = summary.get('steps') if isinstance(summary, dict) and not summary.get('error') else None
+  if isinstance(done, int) and done > config.train.steps:
+    raise rundir.RunDirError(
+        f'workdir {workdir}: holds a run of {done} steps, longer than '
+        f'config.train.steps={config.train.steps}. Use a new --workdir, or --force.')
+  return summary if done == config.train.steps and saved is not None else None
+
+
+def _check_resumable(restored: ckpt_lib.Restored, config, directory) -> None:
+  """The checkpoint's config and step fit `config` (the workdir check missed no config.json)."""
+  changes = {} if restored.config is None else rundir.changed_keys(
+      restored.config, config_dict(config))
+  if changes:
+    raise rundir.RunDirError(
+        f'checkpoint {directory}/{restored.step}: saved with another config '
+        f'({rundir.describe_changes(changes)}). Use a new --workdir, or --force.')
+  if restored.step > config.train.steps:
+    raise rundir.RunDirError(
+        f'checkpoint {directory}/{restored.step}: past config.train.steps='
+        f'{config.train.steps}. Use a new --workdir, or --force.')
+
+
+def _logged_finals(workdir: pathlib.Path, step: int) -> dict[str, float]:
+  """{"split/name": value} of the last metrics.jsonl records up to `step` (process 0 reads)."""
+  try:
+    records = rundir.read_jsonl(workdir / rundir.METRICS)
+  except (OSError, ValueError):
+    return {}
+  out = {}
+  for record in records:
+    if record['step'] <= step:
+      out.update({f'{record["split"]}/{k}': v for k, v in record.items()
+                  if k not in rundir.RESERVED})
+  return out
+
+
+def _provenance() -> dict[str, Any] | None:
+  from initlab.report import provenance  # pylint: disable=g-import-not-at-top
+  return provenance.environment()
+
+
+def _sync(name: str) -> None:
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(name)
 
 
 def _train(r: Run, state, it, start: int, writer, callbacks: Sequence[Callback] = ()
@@ -304,8 +445,9 @@ def _train(r: Run, state, it, start: int, writer, callbacks: Sequence[Callback] 
         writer.write(s, metrics, split='eval')
         final.update({f'eval/{k}': v for k, v in metrics.items()})
       if checkpoint:
+        writer.flush()  # A kill after this save loses no logged step (TensorBoard included).
         r.checkpointer.save(s, to_checkpoint(state), data_state=it.get_state(),
-                            config=config_dict(r.config))
+                            config=config_dict(r.config), meta=dict(wall_s=r.wall_s()))
         last_ckpt = s
       for fn in callbacks if checkpoint or evaluate else ():
         fn(s, state, metrics if evaluate else {})
@@ -340,19 +482,3 @@ def _check_model_fits_data(model_cfg, meta: data_lib.Metadata) -> None:
     raise config_lib.ConfigError(
         f'config.model.max_len={model_cfg.max_len} is shorter than config.data.seq_len='
         f'{meta.input_shape[0]}.')
-
-
-def _warn_config_changes(saved: dict | None, current: dict) -> None:
-  if saved is None:
-    return
-  a, b = _flatten(saved), _flatten(current)
-  changed = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
-  if changed:
-    logging.warning('Resuming with a config that differs from the checkpoint in: %s',
-                    ', '.join(changed))
-
-
-def _flatten(d: Any, prefix: str = '') -> dict[str, Any]:
-  if not isinstance(d, dict):
-    return {prefix[:-1]: d}
-  return {k: v for kk, vv in d.items() for k, v in _flatten(vv, f'{prefix}{kk}.').items()}

@@ -8,10 +8,15 @@ Seed k of a study uses `seeds.init + k`, `seeds.data + k` and `seeds.dropout + k
 for every scheme, so schemes are compared on the same data orders. Runs that finished
 (their summary.json matches the config) are skipped, so re-running a killed study resumes it.
 A run whose loss becomes NaN/Inf is recorded (summary.json `error`) and the study goes on.
+
+Before anything is written, every scheme's model and init are built (abstractly) and the
+workdir is checked (`loop.check_workdir`): its config may differ from the study's only in
+`rundir.RESUMABLE` keys and in the study's shape (init.compare, seeds.num: a study may grow or
+shrink); each existing run of the study is checked the same way. The report is built from the
+runs of the current config only; other run directories are noted as stale.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import pathlib
@@ -50,28 +55,33 @@ run_dir = rundir.run_dir
 def _finished(path: pathlib.Path, config: ml_collections.ConfigDict) -> bool:
   try:
     summary = rundir.read_json(path / rundir.SUMMARY)
-    saved = json.loads((path / rundir.CONFIG).read_text())
+    saved = rundir.read_json(path / rundir.CONFIG)
   except (OSError, ValueError):
     return False
   return (not summary.get('error') and summary.get('steps') == config.train.steps
-          and saved == loop.config_dict(config))
+          and not rundir.changed_keys(saved, loop.config_dict(config)))
 
 
 def run_study(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
               devices: Sequence[jax.Device] | None = None,
-              report: bool = True) -> dict[str, Any]:
+              report: bool = True, force: bool = False) -> dict[str, Any]:
   """Runs the study sequentially, then writes the report; returns `build_report`'s dict.
 
-  The returned dict also has 'failed': {"<scheme>/seed_<k>": error message} for runs that
-  stopped on NaN/Inf (empty if none).
+  `workdir` (relative: to the current directory) and the config's paths are resolved first.
+  With `force`, a workdir or run directory that holds another config is deleted and started
+  over instead of raising `rundir.RunDirError`. The returned dict also has 'failed':
+  {"<scheme>/seed_<k>": error message} for runs that stopped on NaN/Inf (empty if none).
   """
   devices = jax.devices() if devices is None else list(devices)
+  config = config_lib.resolve_paths(config)
   config_lib.validate(config, num_devices=len(devices))
-  workdir = pathlib.Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
+  workdir = pathlib.Path(rundir.absolute(workdir))
+  runs = run_configs(config)
+  _preflight(workdir, config, runs, devices, force)
+  if jax.process_index() == 0:
+    workdir.mkdir(parents=True, exist_ok=True)
   loop.write_json(workdir / loop.CONFIG_NAME, loop.config_dict(config))
   failed = {}
-  runs = run_configs(config)
   for i, (scheme, k, c) in enumerate(runs):
     path = run_dir(workdir, scheme, k)
     if _finished(path, c):
@@ -79,7 +89,7 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
       continue
     logging.info('[%d/%d] %s seed %d -> %s', i + 1, len(runs), scheme, k, path)
     try:
-      loop.run(c, path, devices=devices)
+      loop.run(c, path, devices=devices, report=False)
     except loop.NonFiniteError as e:
       logging.error('%s seed %d: %s', scheme, k, e)
       failed[f'{scheme}/seed_{k}'] = str(e)
@@ -88,6 +98,22 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
   results = {}
   if report:
     from initlab.report import build_report  # pylint: disable=g-import-not-at-top
-    results = build_report(workdir) if jax.process_index() == 0 else {}
+    paths = [run_dir(workdir, scheme, k) for scheme, k, _ in runs]
+    results = build_report(workdir, runs=paths) if jax.process_index() == 0 else {}
   results['failed'] = failed
   return results
+
+
+def _preflight(workdir: pathlib.Path, config: ml_collections.ConfigDict, runs, devices,
+               force: bool) -> None:
+  """Raises (ConfigError, RunDirError) before the study writes anything."""
+  built = set()
+  for scheme, k, c in runs:  # Models, init schemes and data sizes, once per scheme.
+    if scheme not in built:
+      loop.Run(c, run_dir(workdir, scheme, k), devices=devices).checkpointer.close()
+      built.add(scheme)
+  loop.check_workdir(workdir, config, force=force, study=True)
+  for scheme, k, c in runs:
+    path = run_dir(workdir, scheme, k)
+    if path.exists():
+      loop.check_workdir(path, c, force=force)
