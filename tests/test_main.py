@@ -127,6 +127,8 @@ def test_newcomer_mistakes_get_one_line_and_write_nothing(tmp_path, data_dir):
                          f'--config.init_from={source}/checkpoints'],
                         ['the state tree does not match the checkpoint',
                          'has shape (64, 32) saved but (64, 64) asked', 'same model']),
+      'dataset_typo': ([SMOKE, '--config.data.name=mnistt'],
+                       ["data.name='mnistt'", "'digits', 'tiny_shakespeare'"]),
       'resnet_depth': (['--config=configs/resnet_digits.py:smoke', data,
                         '--config.model.depth=15'],
                        ['config.model', 'depth=15 must be 6n + 2', '20, 32, 44, 56']),

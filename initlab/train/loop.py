@@ -30,7 +30,6 @@ from typing import Any, Callable, Sequence
 import jax
 from jax.experimental import multihost_utils
 import ml_collections
-import numpy as np
 import tqdm
 
 from initlab import config as config_lib
@@ -88,7 +87,10 @@ class Run:
     self.config = config
     self.workdir = pathlib.Path(workdir)
     self.mesh = mesh_lib.make_mesh(config, devices)
-    self.meta = data_lib.metadata(config.data)
+    try:
+      self.meta = data_lib.metadata(config.data)
+    except ValueError as e:  # An unknown dataset name or split; names the key.
+      raise config_lib.ConfigError(str(e)) from e
     model_cfg = config_lib.full_model_config(config)
     _check_model_fits_data(model_cfg, self.meta)
     self.schedule = optim.schedule(config.optimizer, config.train.steps)
@@ -460,25 +462,9 @@ def _train(r: Run, state, it, start: int, writer, callbacks: Sequence[Callback] 
 
 
 def _check_model_fits_data(model_cfg, meta: data_lib.Metadata) -> None:
-  """The model's input/output sizes agree with the dataset's."""
-  checks = []
-  if meta.task == 'classification':
-    checks.append(('num_classes', meta.num_classes))
-    if 'input_shape' in model_cfg:  # The ResNet is fully convolutional: channels only.
-      full = model_cfg.name != 'resnet'
-      shape = tuple(meta.input_shape) if full else tuple(meta.input_shape[-1:])
-      checks.append(('input_shape', shape))
-  else:
-    checks.append(('vocab_size', meta.vocab_size))
-  for key, want in checks:
-    have = model_cfg.get(key)
-    if key == 'input_shape' and model_cfg.name == 'resnet':
-      have = tuple(have)[-1:]
-    if key in model_cfg and tuple(np.atleast_1d(have)) != tuple(np.atleast_1d(want)):
-      raise config_lib.ConfigError(
-          f'config.model.{key}={model_cfg[key]!r} does not match dataset '
-          f'{meta.name!r} ({key}={want!r}); set config.model.{key}={want!r}.')
-  if meta.task == 'lm' and 'max_len' in model_cfg and model_cfg.max_len < meta.input_shape[0]:
-    raise config_lib.ConfigError(
-        f'config.model.max_len={model_cfg.max_len} is shorter than config.data.seq_len='
-        f'{meta.input_shape[0]}.')
+  """The model's task and data-fixed options (its registry entry's `data_options`) agree
+  with the dataset's."""
+  try:
+    models.check_fits(model_cfg, meta)
+  except ValueError as e:
+    raise config_lib.ConfigError(str(e)) from None
