@@ -17,8 +17,15 @@ Examples keep scikit-learn's order within each split.
 import numpy as np
 import tensorflow_datasets as tfds
 
+from initlab.data import catalog
+from initlab.data import pipeline
+from initlab.data import registry
+from initlab.data import sources
+
 MAX_PIXEL = 16
 TEST_EVERY = 5
+# Pixels are counts in 0..MAX_PIXEL: scaled to float32 [0, 1].
+digits_transform = pipeline.ImageTransform(scale=1 / MAX_PIXEL)
 
 
 def split_indices(labels: np.ndarray) -> dict[str, np.ndarray]:
@@ -76,3 +83,10 @@ class Digits(tfds.core.GeneratorBasedBuilder):
   def _generate_examples(self, images, labels, indices):
     for i in indices:
       yield int(i), {'image': images[i], 'label': labels[i]}
+
+
+@registry.register_dataset('digits', task='classification', builder=Digits)
+def open_split(cfg, split: str) -> registry.Split:
+  """`split` of the prepared builder (prepared on first use), pixels scaled to [0, 1]."""
+  source = sources.data_source('digits', split, registry.option(cfg, 'data_dir'))
+  return catalog.image_split(source, digits_transform)

@@ -21,6 +21,15 @@ def tokens_from_chunks(source: Sequence[dict[str, np.ndarray]]) -> np.ndarray:
   return np.concatenate([np.asarray(c['bytes'], np.uint8) for c in chunks])
 
 
+def seq_len_option(cfg) -> int:
+  """`config.data.seq_len`, the window length, checked to be a positive int."""
+  seq_len = cfg.get('seq_len')
+  if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 1:
+    raise ValueError(f'data.seq_len must be a positive int for data.name='
+                     f'{cfg["name"]!r}, got {seq_len!r}.')
+  return seq_len
+
+
 class Windows:
   """Non-overlapping next-token windows: a grain `RandomAccessDataSource`.
 

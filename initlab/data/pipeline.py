@@ -50,7 +50,7 @@ def make_iterator(
       zero examples and every example gets a bool `mask` entry (False for
       padding), e.g. for exact evaluation.
     transform: per-example function from a source record to a dict of numpy
-      arrays (e.g. `digits_transform`); identity if None.
+      arrays (e.g. an `ImageTransform`); identity if None.
     process_index: this process's index; defaults to `jax.process_index()`.
     process_count: number of processes; defaults to `jax.process_count()`.
     num_threads: grain reader threads.
@@ -137,6 +137,3 @@ class ImageTransform:
     image = np.asarray(ex[self.image_key], np.float32) * np.float32(self.scale)
     return {'image': image, 'label': np.asarray(ex[self.label_key], np.int32)}
 
-
-# initlab_digits pixels are counts in 0..16: scaled to [0, 1].
-digits_transform = ImageTransform(scale=1 / 16)

@@ -1,21 +1,16 @@
-"""Random-access data sources: embedded builders and the TFDS catalog.
+"""Random-access data sources of TFDS builders: embedded datasets and the TFDS catalog.
 
-Embedded names (`EMBEDDED`) are prepared offline into `data_dir` in the
-array_record format on first use. Any other name is looked up in the TFDS
-catalog and must already be prepared locally in array_record format (or be
+A registered dataset with a `builder` (`initlab.data.registry`) is prepared offline into
+`data_dir` in the array_record format on first use. Any other TFDS name is looked up in
+the TFDS catalog and must already be prepared locally in array_record format (or be
 mocked with `tfds.testing.mock_data`); nothing is downloaded implicitly.
 """
 import os
 
 import tensorflow_datasets as tfds
 
-from initlab.data import digits
-from initlab.data import tiny_shakespeare
+from initlab.data import registry
 
-EMBEDDED = {
-    'digits': digits.Digits,
-    'tiny_shakespeare': tiny_shakespeare.TinyShakespeare,
-}
 _FORMAT = 'array_record'
 
 
@@ -26,20 +21,18 @@ def default_data_dir() -> str:
   return os.path.expanduser(path)
 
 
-def check_name(name: str, key: str = 'name') -> None:
-  """Raises ValueError naming `key` if `name` is neither embedded nor TFDS."""
-  if isinstance(name, str) and name in EMBEDDED:
-    return
-  error = ValueError(
-      f'Unknown dataset {key}={name!r}: expected one of the embedded datasets '
-      f'{sorted(EMBEDDED)} or a TFDS catalog name (e.g. \'mnist\').')
-  if not isinstance(name, str) or not name:
-    raise error
-  try:
-    dataset_name, _ = tfds.core.naming.parse_builder_name_kwargs(name)
-    tfds.builder_cls(str(dataset_name))
-  except (tfds.core.registered.DatasetNotFoundError, ValueError):
-    raise error from None
+def embedded_names() -> tuple[str, ...]:
+  """Registered datasets that `prepare` builds offline (they have a TFDS builder)."""
+  return tuple(n for n in registry.dataset_names() if registry.lookup(n).builder)
+
+
+def _builder_cls(name: str):
+  """The TFDS builder class of registered `name`, None for a TFDS catalog name."""
+  entry = registry.lookup(name)
+  if entry.builder is None and entry.name != registry.CATALOG:
+    raise ValueError(f'dataset {name!r} is not a TFDS dataset (its registration has no '
+                     'builder): read it with initlab.data.build / metadata.')
+  return entry.builder
 
 
 def prepare(name: str, data_dir: str | None = None) -> tfds.core.DatasetBuilder:
@@ -50,13 +43,13 @@ def prepare(name: str, data_dir: str | None = None) -> tfds.core.DatasetBuilder:
   unless it is already prepared.
 
   Args:
-    name: an `EMBEDDED` key or a TFDS name such as 'mnist' or 'mnist:3.0.1'.
+    name: an `embedded_names()` one or a TFDS name such as 'mnist' or 'mnist:3.0.1'.
     data_dir: root directory; defaults to `default_data_dir()`.
   """
-  check_name(name)
+  builder_cls = _builder_cls(name)
   data_dir = data_dir or default_data_dir()
-  if name in EMBEDDED:
-    builder = EMBEDDED[name](data_dir=data_dir, file_format=_FORMAT)
+  if builder_cls is not None:
+    builder = builder_cls(data_dir=data_dir, file_format=_FORMAT)
   else:
     builder = tfds.builder(name, data_dir=data_dir, file_format=_FORMAT)
   try:
@@ -75,16 +68,16 @@ def data_source(name: str, split: str, data_dir: str | None = None):
   """Returns a random-access source of decoded numpy example dicts.
 
   Args:
-    name: an `EMBEDDED` key or a TFDS catalog name.
+    name: an `embedded_names()` one or a TFDS catalog name.
     split: a TFDS split string, e.g. 'train', 'test[:10%]'.
     data_dir: root directory; defaults to `default_data_dir()`.
 
   Returns:
     A sequence-like TFDS data source (`len`, `[i]`) usable by grain.
   """
-  check_name(name)
+  builder_cls = _builder_cls(name)
   data_dir = data_dir or default_data_dir()
-  if name in EMBEDDED:
+  if builder_cls is not None:
     return prepare(name, data_dir).as_data_source(split=split)
   try:
     return tfds.data_source(name, split=split, data_dir=data_dir,

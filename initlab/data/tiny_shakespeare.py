@@ -23,6 +23,10 @@ import lzma
 import numpy as np
 import tensorflow_datasets as tfds
 
+from initlab.data import lm
+from initlab.data import registry
+from initlab.data import sources
+
 CHUNK = 4096
 VOCAB_SIZE = 256
 _FILE = 'tiny_shakespeare.txt.xz'
@@ -78,3 +82,12 @@ class TinyShakespeare(tfds.core.GeneratorBasedBuilder):
     for offset in range(start, stop, CHUNK):
       chunk = text[offset:min(offset + CHUNK, stop)]
       yield offset, {'bytes': chunk, 'offset': offset}
+
+
+@registry.register_dataset('tiny_shakespeare', task='lm', builder=TinyShakespeare)
+def open_split(cfg, split: str) -> registry.Split:
+  """Next-token windows of `config.data.seq_len` bytes over `split` (prepared on first use)."""
+  seq_len = lm.seq_len_option(cfg)
+  raw = sources.data_source('tiny_shakespeare', split, registry.option(cfg, 'data_dir'))
+  return registry.Split(lm.Windows(lm.tokens_from_chunks(raw), seq_len), None, (seq_len,),
+                        vocab_size=VOCAB_SIZE)

@@ -27,14 +27,20 @@ The two hooks every model implements:
       one included; not the stem, patch embedding, shortcuts or head), or None;
     num_branches: number of residual branches (0 without residuals);
     branch_layers: weight layers per residual branch (for Fixup-style depth scaling).
+
+Adding a model: write its module (and its test), decorate the class with
+`@register_model(name, task=..., default_config=..., input_spec=..., data_options=...)`
+(see `initlab.models.registry`) and import the module at the bottom of this file. Models of your own register
+the same way from your code, before the config that names them is validated or built.
 """
 # pylint: disable=g-importing-member
 from initlab.models.layers import ACTIVATIONS, Attention, MlpBlock, TransformerBlock
+from initlab.models.registry import (InputSpec, build, check_fits, default_config, input_spec,
+                                     model_names, preset_names, register_model, same_as_data)
+from initlab.models.sharding import LOGICAL_AXES, PRESETS as SHARDING_PRESETS, logical_axis_rules
+# The zoo: each module registers its model (`@register_model`) when imported here.
 from initlab.models.mlp import MLP
-from initlab.models.registry import (InputSpec, build, default_config, input_spec, model_names,
-                                     preset_names, register_model)
 from initlab.models.resnet import ResNet
 from initlab.models.resnet import param_count as resnet_param_count
-from initlab.models.sharding import LOGICAL_AXES, PRESETS as SHARDING_PRESETS, logical_axis_rules
 from initlab.models.transformer_lm import TransformerLM
 from initlab.models.vit import ViT

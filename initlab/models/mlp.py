@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from initlab.models import layers
+from initlab.models.registry import InputSpec, register_model
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -39,6 +40,8 @@ def _flatten(x: jax.Array) -> jax.Array:
   return x.reshape(x.shape[0], -1)
 
 
+@register_model('mlp', task='classification', default_config=default_config,
+                input_spec=lambda c: InputSpec((math.prod(c['input_shape']),)))
 class MLP(nnx.Module):
   """(B, H, W, C) images (or (B, features)) -> (B, num_classes) logits."""
 

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from initlab.models import layers
+from initlab.models.registry import InputSpec, register_model
 
 NORMS = ('batch', 'none')
 BASE_WIDTHS = (16, 32, 64)
@@ -133,6 +134,16 @@ class Stage(nnx.Module):
                             for i in range(n)])
 
 
+def _data_options(config, meta) -> dict:
+  """Fully convolutional: any image size; the channels and classes are the dataset's."""
+  shape = (*config['input_shape'][:-1], meta.input_shape[-1])
+  return dict(input_shape=shape, num_classes=meta.num_classes)
+
+
+@register_model('resnet', task='classification', default_config=default_config,
+                input_spec=lambda c: InputSpec(tuple(c['input_shape'])),
+                data_options=_data_options,
+                presets={f'resnet{d}': dict(depth=d) for d in (20, 32, 44, 56, 110)})
 class ResNet(nnx.Module):
   """(B, H, W, C) images -> (B, num_classes) logits."""
 

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from initlab.models import layers
+from initlab.models.registry import InputSpec, register_model
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -40,6 +41,14 @@ def default_config() -> ml_collections.ConfigDict:
   ))
 
 
+def _data_options(config, meta) -> dict:
+  """The dataset fixes the vocabulary; the position table must hold its windows."""
+  return dict(vocab_size=meta.vocab_size, max_len=max(config['max_len'], meta.input_shape[0]))
+
+
+@register_model('transformer_lm', task='lm', default_config=default_config,
+                input_spec=lambda c: InputSpec((None,), vocab_size=c['vocab_size']),
+                data_options=_data_options)
 class TransformerLM(nnx.Module):
   """int (B, T) tokens -> (B, T, vocab_size) next-token logits (float32)."""
 

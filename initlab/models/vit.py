@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from initlab.models import layers
+from initlab.models.registry import InputSpec, register_model
 
 POOLS = ('cls', 'mean')
 
@@ -39,6 +40,8 @@ def default_config() -> ml_collections.ConfigDict:
   ))
 
 
+@register_model('vit', task='classification', default_config=default_config,
+                input_spec=lambda c: InputSpec(tuple(c['input_shape'])))
 class ViT(nnx.Module):
   """(B, H, W, C) images -> (B, num_classes) logits."""
 

@@ -7,6 +7,6 @@ from initlab import data
 @pytest.fixture(scope='session')
 def data_dir(tmp_path_factory):
   path = str(tmp_path_factory.mktemp('tfds'))
-  for name in data.EMBEDDED:
+  for name in data.embedded_names():
     data.prepare(name, path)
   return path
