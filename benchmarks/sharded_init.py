@@ -33,10 +33,10 @@ def _child(args):
   import jax  # pylint: disable=g-import-not-at-top
   from flax import nnx  # pylint: disable=g-import-not-at-top
   import initlab.init as ii  # pylint: disable=g-import-not-at-top
-  from initlab import models  # pylint: disable=g-import-not-at-top
+  from initlab import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
 
-  mesh = ii.make_mesh((("data", 8), ("model", 1)))
-  rules = models.logical_axis_rules("fsdp")
+  mesh = sharding_lib.make_mesh((("data", 8), ("model", 1)))
+  rules = sharding_lib.logical_axis_rules("fsdp")
   model_fn = _model_fn(args)
   scheme = ii.get_scheme(args.scheme)
   _, abstract = ii.abstract_model(model_fn)
@@ -54,7 +54,7 @@ def _child(args):
     t_compile = 0.0
     model = model_fn(nnx.Rngs(key))
     state = scheme(key, nnx.state(model, nnx.Param))
-    shardings = ii.state_shardings(state, mesh, rules)
+    shardings = sharding_lib.state_shardings(state, mesh, rules)
     out = jax.device_put(state, shardings)
     del model, state
   else:

@@ -19,14 +19,13 @@ import difflib
 import inspect
 import math
 import os
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import ml_collections
 from ml_collections import config_dict
 
 SCHEDULES = ('constant', 'cosine', 'warmup_cosine')
 DTYPES = ('float32', 'bfloat16', 'float16', 'float64')
-BATCH_AXES = ('data', 'fsdp', 'replica')  # Mesh axes that split the batch, when present.
 # Keys checked by their own rules (their schema depends on another value, or several types
 # are valid).
 _FREE_KEYS = ('model', 'init', 'optimizer.kwargs', 'sharding')
@@ -216,30 +215,12 @@ def optimizer_names() -> list[str]:
 
 
 def mesh_shape(mesh: Sequence[Sequence[Any]], num_devices: int) -> dict[str, int]:
-  """`{axis: size}` of `config.mesh` on `num_devices` devices (-1 resolved)."""
-  _check(isinstance(mesh, (tuple, list)) and mesh and all(
-      isinstance(a, (tuple, list)) and len(a) == 2 and isinstance(a[0], str)
-      and isinstance(a[1], int) and not isinstance(a[1], bool) for a in mesh),
-         'mesh', f'a tuple of (axis name, size) pairs such as (("data", -1), ("model", 1)), '
-         f'got {mesh!r}')
-  names = [a[0] for a in mesh]
-  _check(len(set(names)) == len(names), 'mesh', f'distinct axis names, got {names}')
-  sizes = [a[1] for a in mesh]
-  _check(all(s == -1 or s >= 1 for s in sizes) and sizes.count(-1) <= 1, 'mesh',
-         f'sizes >= 1 with at most one -1, got {sizes}')
-  known = math.prod(s for s in sizes if s != -1)
-  if -1 in sizes:
-    _check(num_devices % known == 0, 'mesh',
-           f'fixed axis sizes (product {known}) that divide the {num_devices} devices')
-    sizes = [num_devices // known if s == -1 else s for s in sizes]
-  _check(math.prod(sizes) == num_devices, 'mesh',
-         f'axis sizes whose product is the number of devices ({num_devices}), got {sizes}')
-  return dict(zip(names, sizes))
-
-
-def batch_axes(mesh: Mapping[str, int]) -> tuple[str, ...]:
-  """The mesh axes that split the batch: those of BATCH_AXES present in the mesh."""
-  return tuple(a for a in BATCH_AXES if a in mesh)
+  """`{axis: size}` of `config.mesh` on `num_devices` devices (`initlab.sharding.mesh_shape`)."""
+  from initlab import sharding  # pylint: disable=g-import-not-at-top
+  try:
+    return sharding.mesh_shape(mesh, num_devices, where='config.mesh')
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
 
 
 def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = None,
@@ -253,6 +234,7 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
   """
   import jax  # pylint: disable=g-import-not-at-top
   from initlab import models  # pylint: disable=g-import-not-at-top
+  from initlab import sharding  # pylint: disable=g-import-not-at-top
   _check_keys(config, default_config(), '')
   _check_model(config.model, models)
   _check_init(config.init)
@@ -272,14 +254,13 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
   num_devices = jax.device_count() if num_devices is None else num_devices
   process_count = jax.process_count() if process_count is None else process_count
   shape = mesh_shape(config.mesh, num_devices)
-  rules = (models.logical_axis_rules(config.sharding) if isinstance(config.sharding, str)
-           else config.sharding)
+  rules = sharding.axis_rules(config.sharding)
   for logical, mesh_axis in rules:
     for axis in (mesh_axis if isinstance(mesh_axis, (tuple, list)) else (mesh_axis,)):
       _check(axis is None or axis in shape, 'sharding',
              f'rules whose mesh axes exist in config.mesh {list(shape)}; the rule for '
              f'{logical!r} names mesh axis {axis!r}')
-  axes = batch_axes(shape)
+  axes = sharding.batch_axes(shape)
   split = math.prod(shape[a] for a in axes)
   for key in ('batch_size', 'eval_batch_size'):
     size = t[key] or t.batch_size

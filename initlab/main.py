@@ -21,7 +21,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from initlab.train import mesh as mesh_lib
+from initlab.train import runtime
 
 TRACEBACK_ENV = 'INITLAB_TRACEBACK'
 
@@ -99,7 +99,7 @@ def main(argv):
     sys.exit(f'initlab: unexpected arguments {argv[1:]}; flags are --config, --workdir, '
              '--force and --config.<key>=<value> (no spaces around =).')
   logging.get_absl_handler().addFilter(_QuietLibraries())
-  mesh_lib.maybe_initialize_distributed()
+  runtime.maybe_initialize_distributed()
   # pylint: disable=g-import-not-at-top
   from initlab import config as config_lib
   from initlab import rundir

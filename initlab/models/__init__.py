@@ -37,7 +37,7 @@ the same way from your code, before the config that names them is validated or b
 from initlab.models.layers import ACTIVATIONS, Attention, MlpBlock, TransformerBlock
 from initlab.models.registry import (InputSpec, build, check_fits, default_config, input_spec,
                                      model_names, preset_names, register_model, same_as_data)
-from initlab.models.sharding import LOGICAL_AXES, PRESETS as SHARDING_PRESETS, logical_axis_rules
+from initlab.sharding import LOGICAL_AXES, PRESETS as SHARDING_PRESETS, logical_axis_rules
 # The zoo: each module registers its model (`@register_model`) when imported here.
 from initlab.models.mlp import MLP
 from initlab.models.resnet import ResNet

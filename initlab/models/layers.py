@@ -3,7 +3,7 @@
 Every kernel and embedding is created through `partitioned(init, *names)`, which
 stores its logical axis names as the variable's `out_sharding` metadata (read by
 `initlab.init` for fans and by `initlab.models.logical_axis_rules` for sharding).
-Logical names used in the zoo: see `initlab.models.sharding.LOGICAL_AXES`.
+Logical names used in the zoo: see `initlab.sharding.LOGICAL_AXES`.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""initlab.train: mesh and shardings, train state, step, loop, checkpoints, metrics.
+"""initlab.train: train state, step, loop, checkpoints, metrics, runtime (multi-host start-up).
 
     from initlab import train
     result = train.run(config, workdir)           # one run (auto-resumes from workdir):

@@ -36,11 +36,12 @@ from initlab import config as config_lib
 from initlab import data as data_lib
 from initlab import models
 from initlab import rundir
+from initlab import sharding as sharding_lib
 import initlab.init as ii
 from initlab.train import checkpoint as ckpt_lib
-from initlab.train import mesh as mesh_lib
 from initlab.train import metrics as metrics_lib
 from initlab.train import optim
+from initlab.train import runtime
 from initlab.train import state as state_lib
 from initlab.train import step as step_lib
 
@@ -83,10 +84,10 @@ class Run:
                devices: Sequence[jax.Device] | None = None):
     devices = jax.devices() if devices is None else list(devices)
     config_lib.validate(config, num_devices=len(devices))
-    mesh_lib.enable_compilation_cache()
+    runtime.enable_compilation_cache()
     self.config = config
     self.workdir = pathlib.Path(workdir)
-    self.mesh = mesh_lib.make_mesh(config, devices)
+    self.mesh = sharding_lib.make_mesh(config.mesh, devices)
     try:
       self.meta = data_lib.metadata(config.data)
     except ValueError as e:  # An unknown dataset name or split; names the key.
@@ -102,13 +103,12 @@ class Run:
     try:
       self.setup = state_lib.Setup.create(
           lambda rngs: models.build(model_cfg, rngs=rngs), self.tx, mesh=self.mesh,
-          axis_rules=mesh_lib.axis_rules(config), scheme=scheme,
-          fsdp_axis=mesh_lib.fsdp_axis(config))
+          axis_rules=sharding_lib.axis_rules(config.sharding), scheme=scheme)
     except (ValueError, TypeError, KeyError) as e:
       raise config_lib.ConfigError(
           f'config.model / config.init: cannot build model {config.model.name!r} with init '
           f'{name!r}: {e}') from e
-    self.batch_sharding = mesh_lib.batch_sharding(self.mesh)
+    self.batch_sharding = sharding_lib.batch_sharding(self.mesh)
     self.train_step = step_lib.make_train_step(
         self.setup, task=self.meta.task, batch_sharding=self.batch_sharding,
         learning_rate=self.schedule)

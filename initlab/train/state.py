@@ -6,8 +6,9 @@
     abstract = setup.abstract                        # for checkpoint restore
 
 Params and the other model variables (e.g. BatchNorm statistics) are plain nested dicts
-(`nnx.State.to_pure_dict()`), so the state is an ordinary pytree for optax and Orbax;
-`Setup.model(state)` turns it back into the `nnx.Module`.
+(`pure_variables(module)`), the one form of the state in memory, in every step and on disk:
+an ordinary pytree for optax and Orbax. `Setup.model(state)` / `Setup.merge(params,
+model_state)` merge them into the `nnx.Module` (no intermediate `nnx.State`).
 """
 from __future__ import annotations
 
@@ -17,9 +18,10 @@ from typing import Any, Callable
 from flax import nnx
 import jax
 import jax.numpy as jnp
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh
 import optax
 
+from initlab import sharding as sharding_lib
 import initlab.init as ii
 
 
@@ -49,15 +51,18 @@ class TrainState:
     return dataclasses.replace(self, **changes)
 
 
-def _pure(state: nnx.State) -> dict:
-  return state.to_pure_dict()
+def pure_variables(module_or_state) -> tuple[dict, dict]:
+  """(params, model_state) of an `nnx.Module` or its `nnx.State`: the `nnx.Param` values and
+  the other variables' values as the nested dicts a `TrainState` holds.
 
-
-def to_nnx_state(template: nnx.State, pure: dict) -> nnx.State:
-  """A copy of `template` (an `nnx.State`) holding the values of the nested dict `pure`."""
-  state = jax.tree.map(lambda x: x, template)
-  nnx.replace_by_pure_dict(state, pure)
-  return state
+  With `Setup.merge` (dicts -> module), the only conversion between the module and the train
+  state's one form, plain dicts (also what checkpoints hold).
+  """
+  if isinstance(module_or_state, nnx.State):
+    params, rest = nnx.split_state(module_or_state, nnx.Param, ...)
+  else:
+    params, rest = nnx.state(module_or_state, nnx.Param, ...)
+  return params.to_pure_dict(), rest.to_pure_dict()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,7 +71,6 @@ class Setup:
 
   Attributes:
     graphdef: the model's `nnx.GraphDef`.
-    params_template, model_state_template: abstract `nnx.State`s (Param / other variables).
     shardings: a `TrainState` of `NamedSharding`s (the state's layout on the mesh).
     abstract: a `TrainState` of `jax.ShapeDtypeStruct`s with those shardings.
     init: `(key, dropout_key) -> TrainState`, jitted with `out_shardings=shardings`.
@@ -75,8 +79,6 @@ class Setup:
     tx: the optimizer.
   """
   graphdef: Any
-  params_template: nnx.State
-  model_state_template: nnx.State
   shardings: TrainState
   abstract: TrainState
   init: Callable[..., TrainState]
@@ -86,22 +88,13 @@ class Setup:
   @classmethod
   def create(cls, model_fn: Callable[[nnx.Rngs], nnx.Module], tx: optax.GradientTransformation,
              *, mesh: Mesh, axis_rules, scheme: Callable | None = None,
-             fsdp_axis: str | None = None) -> Setup:
-    """Builds the init programs for `model_fn` under `scheme` (see `initlab.init.sharded_init`)."""
+             fsdp_axis: str | None = sharding_lib.AUTO) -> Setup:
+    """Builds the init programs for `model_fn` under `scheme` (see `initlab.init.sharded_init`,
+    which builds the abstract model once; `fsdp_axis` as there)."""
     graphdef, init_model, var_shardings = ii.sharded_init(
         model_fn, mesh=mesh, axis_rules=axis_rules, scheme=scheme, fsdp_axis=fsdp_axis)
-    param_sh, model_sh = nnx.split_state(var_shardings, nnx.Param, ...)
-    param_sh, model_sh = _pure(param_sh), _pure(model_sh)
-    _, abstract_vars = ii.abstract_model(model_fn)
-    params_template, model_state_template = nnx.split_state(abstract_vars, nnx.Param, ...)
-    replicated = NamedSharding(mesh, PartitionSpec())
-
-    abstract_params = _pure(params_template)
-    abstract_opt = jax.eval_shape(tx.init, abstract_params)
-    opt_sh = optax.tree_map_params(tx, lambda _, s: s, abstract_opt, param_sh,
-                                   transform_non_params=lambda _: replicated)
-    shardings = TrainState(step=replicated, params=param_sh, opt_state=opt_sh,
-                           model_state=model_sh, rng=replicated, nonfinite_step=replicated)
+    param_sh, model_sh = pure_variables(var_shardings)
+    replicated = sharding_lib.replicated(mesh)
 
     def new_state(params, model_state, dropout_key):
       return TrainState(step=jnp.zeros((), jnp.int32), params=params,
@@ -110,27 +103,28 @@ class Setup:
                         nonfinite_step=jnp.full((), -1, jnp.int32))
 
     def init(key, dropout_key):
-      params, model_state = nnx.split_state(init_model(key), nnx.Param, ...)
-      return new_state(_pure(params), _pure(model_state), dropout_key)
+      return new_state(*pure_variables(init_model(key)), dropout_key)
 
     def from_params(params, key, dropout_key):
       # The fresh model state (e.g. BatchNorm statistics); XLA drops the unused param init.
-      _, model_state = nnx.split_state(init_model(key), nnx.Param, ...)
-      return new_state(params, _pure(model_state), dropout_key)
+      return new_state(params, pure_variables(init_model(key))[1], dropout_key)
 
+    # Traces the model and the scheme once, abstractly (bad options fail here, cheaply).
+    abstract = jax.eval_shape(init, jax.random.key(0), jax.random.key(0))
+    opt_sh = optax.tree_map_params(tx, lambda _, s: s, abstract.opt_state, param_sh,
+                                   transform_non_params=lambda _: replicated)
+    shardings = TrainState(step=replicated, params=param_sh, opt_state=opt_sh,
+                           model_state=model_sh, rng=replicated, nonfinite_step=replicated)
     init = jax.jit(init, out_shardings=shardings)
     from_params = jax.jit(from_params, in_shardings=(param_sh, replicated, replicated),
                           out_shardings=shardings)
-    abstract = jax.eval_shape(init, jax.random.key(0), jax.random.key(0))
     abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                             abstract, shardings)
-    return cls(graphdef, params_template, model_state_template, shardings, abstract, init,
-               from_params, tx)
+    return cls(graphdef, shardings, abstract, init, from_params, tx)
 
   def merge(self, params, model_state) -> nnx.Module:
-    """The `nnx.Module` holding these params and other variables (no copy)."""
-    return nnx.merge(self.graphdef, to_nnx_state(self.params_template, params),
-                     to_nnx_state(self.model_state_template, model_state))
+    """The `nnx.Module` holding these params and other variables (nested dicts; no copy)."""
+    return nnx.merge(self.graphdef, params, model_state)
 
   def model(self, state: TrainState) -> nnx.Module:
     """The `nnx.Module` holding `state`'s params and model state (no copy)."""

@@ -34,14 +34,16 @@ def _call(model: nnx.Module, x, train: bool, dropout_key):
 
 def losses(setup: Setup, params, model_state, batch, *, task: str, train: bool,
            dropout_key=None):
-  """Per-example (per-token for LM) cross-entropy, correctness and the new model state."""
+  """Per-example (per-token for LM) cross-entropy, correctness and the new model state.
+
+  `params`, `model_state` and the returned model state are the `TrainState`'s nested dicts.
+  """
   model = setup.merge(params, model_state)
   logits = _call(model, batch[INPUT_KEY[task]], train, dropout_key).astype(jnp.float32)
   labels = batch[TARGET_KEY[task]]
   ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
   correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
-  new_model_state = nnx.state(model, nnx.Not(nnx.Param)).to_pure_dict()
-  return ce, correct, new_model_state
+  return ce, correct, state_lib.pure_variables(model)[1]
 
 
 def make_train_step(setup: Setup, *, task: str, batch_sharding, metrics: bool = True,

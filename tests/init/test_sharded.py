@@ -1,6 +1,5 @@
 """Sharded init: intended shardings, no full copy anywhere, identical numbers on 1 and 8 devices."""
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
@@ -81,3 +80,45 @@ def test_make_mesh_errors_name_the_axes(devices):
   import pytest  # pylint: disable=g-import-not-at-top
   with pytest.raises(ValueError, match="does not fit 8 devices"):
     ii.make_mesh((("data", -1), ("model", 3)))
+
+
+def test_one_home_for_every_sharding_function(devices):
+  """Meshes, rules and shardings are defined once, in initlab.sharding (they were in four
+  places, with two make_mesh); the old names are the same objects."""
+  import ast  # pylint: disable=g-import-not-at-top
+  import pathlib  # pylint: disable=g-import-not-at-top
+  import initlab  # pylint: disable=g-import-not-at-top
+  from initlab import models, sharding  # pylint: disable=g-import-not-at-top
+  root = pathlib.Path(initlab.__file__).parent
+  defined = {}
+  for path in sorted(root.rglob("*.py")):
+    for node in ast.walk(ast.parse(path.read_text())):
+      if isinstance(node, ast.FunctionDef):
+        defined.setdefault(node.name, []).append(str(path.relative_to(root)))
+  for name in ("make_mesh", "as_auto_mesh", "logical_axis_rules", "axis_rules", "logical_to_mesh_spec",
+               "fsdp_spec", "fsdp_axis", "default_fsdp_axis", "state_shardings", "batch_axes",
+               "batch_sharding", "replicated"):
+    assert defined.get(name, ["sharding.py"]) == ["sharding.py"], (name, defined[name])
+  assert ii.make_mesh is sharding.make_mesh and ii.state_shardings is sharding.state_shardings
+  assert models.logical_axis_rules is sharding.logical_axis_rules
+  assert models.SHARDING_PRESETS == sharding.PRESETS
+  # One make_mesh for pairs and for a config (config.mesh).
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  config = ml_collections.ConfigDict({"mesh": (("data", 2), ("model", -1))})
+  assert ii.make_mesh(config).shape == ii.make_mesh(config.mesh).shape == {"data": 2, "model": 4}
+
+
+def test_fsdp_default_follows_the_rules(devices):
+  """Unnamed variables are FSDP-sharded over the first batch axis unless the rules shard no
+  param (data parallel: everything replicated); sharded_init used 'data' regardless."""
+  from initlab import sharding  # pylint: disable=g-import-not-at-top
+  mesh = _mesh(8)
+  assert sharding.default_fsdp_axis(mesh, RULES) == "data"
+  assert sharding.default_fsdp_axis(mesh, sharding.logical_axis_rules("data_parallel")) is None
+  assert sharding.default_fsdp_axis(mesh, sharding.logical_axis_rules("tensor_parallel")) == "data"
+  assert sharding.default_fsdp_axis({"model": 8}, RULES) is None  # No batch axis.
+  data_parallel = sharding.logical_axis_rules("data_parallel")
+  _, _, shardings = ii.sharded_init(Net, mesh=mesh, axis_rules=data_parallel)
+  assert all(set(l.value.spec) <= {None} for l in ii.leaves(shardings))  # Replicated.
+  _, _, shardings = ii.sharded_init(Net, mesh=mesh, axis_rules=data_parallel, fsdp_axis="data")
+  assert {l.path: l.value.spec for l in ii.leaves(shardings)}["down/kernel"] == P("data", None)

@@ -1,14 +1,13 @@
-"""Mesh, logical-axis rules and batch sharding from the config; multi-host start-up."""
+"""The process around a run: multi-host start-up and JAX's persistent compilation cache.
+
+(Where arrays live, the mesh and every sharding, is `initlab.sharding`.)
+"""
 from __future__ import annotations
 
 import logging
 import os
 
 import jax
-from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
-import ml_collections
-
-from initlab import config as config_lib
 
 DISTRIBUTED_ENV = 'INITLAB_DISTRIBUTED'
 CACHE_ENV = 'INITLAB_COMPILATION_CACHE'
@@ -62,37 +61,3 @@ def enable_compilation_cache() -> str | None:
   jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
   return path
 
-
-def make_mesh(config: ml_collections.ConfigDict, devices=None) -> Mesh:
-  """The mesh of `config.mesh` over `devices` (default: all), with Auto axis types."""
-  devices = jax.devices() if devices is None else list(devices)
-  shape = config_lib.mesh_shape(config.mesh, len(devices))
-  return jax.make_mesh(tuple(shape.values()), tuple(shape), devices=devices,
-                       axis_types=(AxisType.Auto,) * len(shape))
-
-
-def axis_rules(config: ml_collections.ConfigDict) -> list[tuple[str, str | tuple | None]]:
-  """Logical-axis rules: `initlab.models.logical_axis_rules(preset)` or the explicit rules."""
-  from initlab import models  # pylint: disable=g-import-not-at-top
-  if isinstance(config.sharding, str):
-    return list(models.logical_axis_rules(config.sharding))
-  return [(name, tuple(axis) if isinstance(axis, list) else axis)
-          for name, axis in config.sharding]
-
-
-def fsdp_axis(config: ml_collections.ConfigDict) -> str | None:
-  """Mesh axis for params that name no logical axis: none for the data-parallel preset."""
-  if config.sharding == 'data_parallel':
-    return None
-  axes = config_lib.batch_axes(dict(config.mesh))
-  return axes[0] if axes else None
-
-
-def batch_sharding(mesh: Mesh) -> NamedSharding:
-  """Leading (batch) dimension split over the data-parallel mesh axes."""
-  axes = config_lib.batch_axes(dict(mesh.shape))
-  return NamedSharding(mesh, PartitionSpec(axes if axes else None))
-
-
-def replicated(mesh: Mesh) -> NamedSharding:
-  return NamedSharding(mesh, PartitionSpec())
