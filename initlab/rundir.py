@@ -2,7 +2,8 @@
 
     <run>/config.json              the run's config (`config_dict`), written before training
     <run>/summary.json             {"final": {"train/loss", "eval/accuracy", ...}, "steps",
-                                    "wall_s", "resumed_from", ["error"]}
+                                    "wall_s" (all processes that trained it), "resumed_from",
+                                    "eval_examples", "provenance", ["error"]}
     <run>/metrics.jsonl            {"step": int, "split": "train"|"eval", name: value, ...}
     <run>/init_diagnostics.json    `initlab.diagnostics.measure(...).to_dict()`
     <run>/checkpoints/<step>/      Orbax: train state, data-iterator state, config
@@ -91,7 +92,8 @@ def check_writable(workdir: str | os.PathLike) -> None:
   try:
     tempfile.TemporaryDirectory(dir=probe, prefix='.initlab-probe-').cleanup()
   except OSError as e:
-    raise RunDirError(f'workdir {path}: not writable ({probe}: {e.strerror or e}).') from None
+    raise RunDirError(f'workdir {path}: not writable (cannot create a directory in {probe}: '
+                      f'{e.strerror or e}).') from None
 
 
 def initlab_entries(workdir: str | os.PathLike) -> tuple[list[str], list[str]]:

@@ -126,7 +126,7 @@ def test_newcomer_mistakes_get_one_line_and_write_nothing(tmp_path, data_dir):
                          '--config.model.width=64', '--config.model.depth=1',
                          f'--config.init_from={source}/checkpoints'],
                         ['the state tree does not match the checkpoint',
-                         'has shape (64, 32) saved but (64, 64) asked', 'same model']),
+                         'params/head/kernel has shape (32, 10) saved but (64, 10) asked', 'same model']),
       'dataset_typo': ([SMOKE, '--config.data.name=mnistt'],
                        ["data.name='mnistt'", "'digits', 'tiny_shakespeare'"]),
       'resnet_depth': (['--config=configs/resnet_digits.py:smoke', data,

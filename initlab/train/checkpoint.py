@@ -120,9 +120,9 @@ def _check_tree(saved: Any, abstract: Any, where: str, partial: bool) -> None:
     if have != want:
       problems.append(f"{name(k)} has shape {have} saved but {want} asked")
   if problems:
-    more = f"; and {len(problems) - 10} more" if len(problems) > 10 else ""
+    more = f"; and {len(problems) - 3} more" if len(problems) > 3 else ""
     raise TreeMismatchError(f"{where}: the state tree does not match the checkpoint: "
-                     + "; ".join(problems[:10]) + more)
+                     + "; ".join(problems[:3]) + more)
 
 
 def _encode_data(data_state: Any) -> Any:
