@@ -18,7 +18,8 @@ from initlab.init.registry import (LayoutInitializer, describe, get_initializer,
                                    initializer_names, register_initializer, register_scheme,
                                    scheme_names, scheme_table)
 from initlab.init.rules import Rules, leaf_key, path_hash
-from initlab.init.schemes import InitContext, Scheme, SchemeResult, chain
+from initlab.init.schemes import (DataContext, InitContext, Scheme, SchemeResult, chain,
+                                  stage_of, with_stage)
 from initlab.init.specs import LayoutError, ParamSpec, infer_spec
 from initlab.init.tree import Leaf, leaves, map_leaves
 from initlab.init.families.fixup import fixup_factor, fixup_scaled, scaled

@@ -4,16 +4,88 @@ A scheme needs more than one tensor's shape: depth (Fixup), graph statistics, a 
 the apply function (LSUV), pretrained params (learngene). `InitContext` carries those.
 A scheme that changes the architecture returns `SchemeResult(params, model_config)`.
 Schemes live with their family in `initlab.init.families` (and `initlab.init.gg`).
+
+A scheme states the stage of a run's init pipeline it runs in (`initlab.init.stages`) by
+attributes on the callable, set with `with_stage`: `stage` = "param" (default: inside the
+jitted, sharded init) or "data" (after it, with `ctx.data`, a `DataContext`); optional
+`resize(model_config, ctx) -> model_config` (architecture stage, before the model is built);
+`num_batches` (data stage: how many training batches `ctx.data.batches` holds, default 1).
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 from typing import Any, Callable, Mapping, Protocol
 import warnings
 
+from flax import nnx
 import jax
+import jax.numpy as jnp
+import optax
 
+from initlab.config import ConfigError
 from initlab.init import tree as tree_lib
+
+STAGES = ("param", "data")
+# Batch keys of the two tasks (as `initlab.data` yields them).
+_INPUT_KEY = {"classification": "image", "lm": "inputs"}
+_TARGET_KEY = {"classification": "label", "lm": "targets"}
+
+
+def _call(model, x, train: bool):
+  """`model(x, train=train)`; a model whose call takes `rngs` gets a fixed dropout key."""
+  if train and "rngs" in inspect.signature(model.__call__).parameters:
+    return model(x, train=train, rngs=nnx.Rngs(dropout=0))
+  return model(x, train=train)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataContext:
+  """What a data-stage scheme reads: the model's structure, training batches, apply and loss.
+
+  Attributes:
+    graphdef: the model's `nnx.GraphDef`.
+    model_state: nested dict of the model's non-Param variables (e.g. BatchNorm statistics).
+    batches: global (sharded) training batches, dicts with 'image', 'label'
+      (classification) or 'inputs', 'targets' (lm), leading axis = global batch.
+    task: 'classification' or 'lm'.
+  `apply` and `loss` are jitted and pure: `model_state` is never updated by them.
+  """
+  graphdef: Any
+  model_state: Any
+  batches: tuple
+  task: str
+
+  def model(self, params) -> nnx.Module:
+    """The `nnx.Module` holding `params` (nested dict of Param values) and `model_state`."""
+    return nnx.merge(self.graphdef, params, self.model_state)
+
+  @functools.cached_property
+  def _jitted(self):
+    def apply(params, model_state, inputs, train):
+      model = nnx.merge(self.graphdef, params, model_state)
+      return _call(model, inputs, train)
+
+    def loss(params, model_state, batch, train):
+      logits = apply(params, model_state, batch[_INPUT_KEY[self.task]], train)
+      labels = batch[_TARGET_KEY[self.task]]
+      return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(
+          logits.astype(jnp.float32), labels))
+
+    return (jax.jit(apply, static_argnames="train"), jax.jit(loss, static_argnames="train"))
+
+  def inputs(self, batch):
+    """The model input of `batch` ('image' or 'inputs')."""
+    return batch[_INPUT_KEY[self.task]]
+
+  def apply(self, params, inputs, *, train: bool = False) -> jax.Array:
+    """Logits `model(inputs, train=train)` (float; [batch, classes] or [batch, seq, vocab])."""
+    return self._jitted[0](params, self.model_state, inputs, train)
+
+  def loss(self, params, batch, *, train: bool = False) -> jax.Array:
+    """The training loss on `batch`: mean cross-entropy (per token for lm), float32 ()."""
+    return self._jitted[1](params, self.model_state, batch, train)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,10 +98,14 @@ class InitContext:
       'residual_branch' (regex of every kernel inside a residual branch), 'classifier'
       (regex of the output layer), 'num_branches', 'branch_layers', 'depth'.
     model_config: the model's config, for schemes that rebuild or resize the model.
-    batch: an input batch, for data-dependent schemes.
-    apply_fn: `apply_fn(params, batch) -> outputs`, for data-dependent schemes.
-    pretrained: a pretrained param tree, for schemes that start from one.
+    batch: an input batch, for data-dependent schemes used outside a run.
+    apply_fn: `apply_fn(params, batch) -> outputs`, likewise.
+    pretrained: a pretrained param tree (in a run: `config.init.pretrained`, restored into
+      this mesh's param shardings), for schemes that start from one.
     extras: anything else a scheme documents that it reads.
+    dataset: facts about the run's dataset: 'task', 'num_classes', 'vocab_size',
+      'input_shape', 'num_train_examples' (and, for graph data, graph statistics).
+    data: a `DataContext` in the data stage (None in the param stage).
   """
   hints: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   model_config: Any = None
@@ -37,12 +113,38 @@ class InitContext:
   apply_fn: Callable | None = None
   pretrained: Any = None
   extras: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  dataset: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  data: DataContext | None = None
 
   def hint(self, name: str, scheme: str):
     if name not in self.hints:
       raise KeyError(f"init scheme {scheme!r} needs the model hint {name!r}; "
                      f"this model gives {sorted(self.hints)} (see the model's init_hints())")
     return self.hints[name]
+
+  def require(self, field: str, scheme: str):
+    """`field` of this context, of `dataset` or of `hints`; a one-line ConfigError if absent.
+
+    `field` is a context attribute ('data', 'pretrained', 'model_config', 'batch', ...), a
+    dataset fact or a model hint. The error names the scheme and what it needs, e.g.
+    `require('degree_stats', 'virgo')` on an image dataset.
+    """
+    value = getattr(self, field, None) if field in _FIELDS else None
+    if value is None and field in self.dataset:
+      value = self.dataset[field]
+    if value is None and field in self.hints:
+      value = self.hints[field]
+    if value is None or (field in _FIELDS and isinstance(value, Mapping) and not value):
+      what = {"data": "the data stage (mark it with_stage(..., 'data'))",
+              "pretrained": "pretrained params (set config.init.pretrained)"}.get(
+                  field, f"{field!r}")
+      have = sorted(set(self.dataset) | set(self.hints))
+      raise ConfigError(f"initlab: init scheme {scheme!r} needs {what}, which this model and "
+                        f"dataset do not give (they give: {', '.join(have) or 'nothing'})")
+    return value
+
+
+_FIELDS = tuple(f.name for f in dataclasses.fields(InitContext))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +157,31 @@ class SchemeResult:
 class Scheme(Protocol):
   def __call__(self, key: jax.Array, params: Any, ctx: InitContext | None = None) -> Any:
     ...
+
+
+def with_stage(fn: Callable, stage: str = "param", **attrs) -> Callable:
+  """`fn` marked as a scheme of `stage` ("param" | "data"), with `attrs` set on it.
+
+  attrs: `resize` (`(model_config, ctx) -> model_config`, the architecture stage),
+  `num_batches` (data stage: training batches in `ctx.data.batches`), or anything the
+  pipeline documents. Returns `fn` itself, or a wrapper when `fn` takes no attributes.
+  """
+  if stage not in STAGES:
+    raise ValueError(f"with_stage: unknown stage {stage!r}; valid: {', '.join(STAGES)}")
+  try:
+    fn.stage = stage
+  except (AttributeError, TypeError, dataclasses.FrozenInstanceError):
+    inner = fn
+    fn = functools.wraps(inner)(lambda key, params, ctx=None: inner(key, params, ctx))
+    fn.stage = stage
+  for name, value in attrs.items():
+    setattr(fn, name, value)
+  return fn
+
+
+def stage_of(scheme) -> str:
+  """The stage `scheme` runs in: its `stage` attribute, "param" by default."""
+  return getattr(scheme, "stage", "param")
 
 
 def _name(scheme) -> str:
@@ -70,7 +197,19 @@ def chain(*schemes: Scheme, warn: bool = True) -> Scheme:
   a scheme whose every param is rewritten by later ones (it has no effect, e.g.
   `chain(orthogonal, fixup)`: Fixup sets every kernel) raises a UserWarning. A param
   counts as set when the scheme returns a different array object for it.
+
+  Across stages: the chain exposes `.stages` (its parts, in order) and `.stage` ("data" if
+  any part is a data-stage scheme, else "param"); a run's pipeline applies the param-stage
+  parts inside the jitted init and the data-stage parts after it, each still with its
+  `fold_in(key, i)`. A param-stage part after a data-stage part is a ValueError naming both.
   """
+  for i, scheme in enumerate(schemes):
+    for j in range(i):
+      if stage_of(schemes[j]) == "data" and stage_of(scheme) == "param":
+        raise ValueError(f"chain: scheme {i} ({_name(scheme)}) runs in the param stage but "
+                         f"comes after scheme {j} ({_name(schemes[j])}), a data-stage scheme; "
+                         "put param-stage schemes first")
+
   def chained(key, params, ctx=None):
     written = []
     for i, scheme in enumerate(schemes):
@@ -85,4 +224,6 @@ def chain(*schemes: Scheme, warn: bool = True) -> Scheme:
                       f"again by a later scheme, so scheme {i} has no effect; put the general "
                       "scheme first and narrower ones after it", UserWarning, stacklevel=2)
     return params
+  chained.stages = tuple(schemes)
+  chained.stage = "data" if any(stage_of(s) == "data" for s in schemes) else "param"
   return chained
