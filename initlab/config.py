@@ -44,7 +44,9 @@ def default_config() -> ml_collections.ConfigDict:
   # `param_dtype` come from `config.dtype`.
   c.model = ml_collections.ConfigDict({'name': 'mlp'})
   # Init scheme: `init.name` (+ options `init.<name>.<opt>`), or a study over `init.compare`.
-  c.init = ml_collections.ConfigDict({'name': 'he_normal', 'compare': ()})
+  # `init.pretrained`: a run directory or an Orbax checkpoint (directory or step) whose params
+  # the schemes read as `ctx.pretrained` (e.g. 'from_pretrained'), restored on this mesh.
+  c.init = ml_collections.ConfigDict({'name': 'he_normal', 'compare': (), 'pretrained': ''})
   c.data = ml_collections.ConfigDict(dict(
       name='digits',                                   # 'digits', 'tiny_shakespeare', TFDS name.
       data_dir=config_dict.placeholder(str),           # Default: initlab.data.default_data_dir().
@@ -113,7 +115,8 @@ def full_model_config(config: ml_collections.ConfigDict) -> ml_collections.Confi
   return cfg
 
 
-PATH_KEYS = ('init_from', 'data.data_dir')  # Paths a user gives; made absolute at the entry.
+# Paths a user gives; made absolute at the entry.
+PATH_KEYS = ('init_from', 'data.data_dir', 'init.pretrained')
 
 
 def resolve_paths(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -345,12 +348,14 @@ def _check_init(init) -> None:
   named = [('init.name', init.name)] + [(f'init.compare[{i}]', n) for i, n in enumerate(compare)]
   for key, name in named:
     _check(name in names, key, f'an init scheme name, got {name!r}; valid: {", ".join(names)}')
+  _check(isinstance(init.get('pretrained') or '', str), 'init.pretrained',
+         f"a run directory or Orbax checkpoint path ('' for none), got {init.get('pretrained')!r}")
   for key in init.keys():
-    if key in ('name', 'compare'):
+    if key in ('name', 'compare', 'pretrained'):
       continue
     if key not in names:
-      raise _unknown(f'init.{key}', ['name', 'compare', *names],
-                     'config.init (name, compare, or <scheme>.<option>)')
+      raise _unknown(f'init.{key}', ['name', 'compare', 'pretrained', *names],
+                     'config.init (name, compare, pretrained, or <scheme>.<option>)')
     opts = init[key]
     _check(isinstance(opts, (ml_collections.ConfigDict, dict)), f'init.{key}',
            f'a ConfigDict of options of scheme {key!r}, got {opts!r}')

@@ -30,6 +30,8 @@ from initlab.init.families.variance import (constant, glorot_normal, glorot_unif
                                             truncated_normal, uniform, variance_scaling,
                                             xavier_normal, xavier_uniform, zeros)
 from initlab.init.families.zero import zero_hadamard, zero_matrix
-from initlab.init.sharded import abstract_model, create_sharded, sharded_init
+from initlab.init.sharded import (ArchitectureChange, abstract_model, create_sharded, init_fn,
+                                  sharded_init)
 from initlab.sharding import make_mesh, state_shardings  # Re-exported: one home, initlab.sharding.
 from initlab.init import gg  # noqa: F401  (registers "gg", "gg_model")
+from initlab.init import stages  # noqa: F401  (registers "from_pretrained")

@@ -10,6 +10,7 @@ shardings themselves come from `initlab.sharding`.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable
 
 import jax
@@ -27,10 +28,57 @@ def abstract_model(model_fn: Callable[[nnx.Rngs], nnx.Module]):
   return nnx.split(model)
 
 
+class ArchitectureChange(ValueError):
+  """A scheme returned `SchemeResult`: the model to build is `model_config`, not the one given.
+
+  `sharded_init` raises it (while tracing) when no `source_fn` says which model the scheme
+  reads; `initlab.init.stages` catches it and builds the new model (the architecture stage).
+  """
+
+  def __init__(self, model_config):
+    self.model_config = model_config
+    super().__init__("a scheme that changes the architecture returns a new model config; "
+                     "give sharded_init the model it reads as source_fn and the new model as "
+                     "model_fn (a config-driven run does this itself)")
+
+
+def init_fn(model_fn: Callable[[nnx.Rngs], nnx.Module], scheme: Callable | None = None,
+            ctx: InitContext | None = None, source_fn: Callable | None = None) -> Callable:
+  """The (unjitted) init: `(key, pretrained=None) -> nnx.State` of `model_fn(rngs)`.
+
+  Construction gets `fold_in(key, 0)`, the scheme `fold_in(key, 1)` and
+  `ctx.replace(hints=model.init_hints() if ctx has none, pretrained=pretrained)`.
+  With `source_fn`, the scheme reads the params of `source_fn(rngs)` and returns a
+  `SchemeResult` whose params become those of `model_fn(rngs)` (the architecture stage).
+  """
+  def init(key, pretrained=None):
+    rngs = lambda: nnx.Rngs(jax.random.fold_in(key, 0))
+    with nnx.use_eager_sharding(False):
+      model = model_fn(rngs())
+      if scheme is None:
+        return nnx.state(model)
+      source = model if source_fn is None else source_fn(rngs())
+    context = ctx if ctx is not None else InitContext()
+    if not context.hints and hasattr(source, "init_hints"):
+      context = dataclasses.replace(context, hints=source.init_hints())
+    if pretrained is not None:
+      context = dataclasses.replace(context, pretrained=pretrained)
+    params = scheme(jax.random.fold_in(key, 1), nnx.state(source, nnx.Param), context)
+    if isinstance(params, SchemeResult):
+      if source_fn is None:
+        raise ArchitectureChange(params.model_config)
+      params = params.params
+    nnx.update(model, params)
+    return nnx.state(model)
+  return init
+
+
 def sharded_init(model_fn: Callable[[nnx.Rngs], nnx.Module], *, mesh: Mesh,
                  axis_rules: sharding_lib.AxisRules, scheme: Callable | None = None,
-                 ctx: InitContext | None = None, fsdp_axis: str | None = sharding_lib.AUTO):
-  """The jitted init program: returns `(graphdef, init, shardings)` with `init(key) -> state`.
+                 ctx: InitContext | None = None, fsdp_axis: str | None = sharding_lib.AUTO,
+                 source_fn: Callable[[nnx.Rngs], nnx.Module] | None = None):
+  """The jitted init program: returns `(graphdef, init, shardings)` with
+  `init(key, pretrained=None) -> state`.
 
   Args:
     model_fn: `rngs -> nnx.Module`; must not depend on concrete values.
@@ -39,30 +87,18 @@ def sharded_init(model_fn: Callable[[nnx.Rngs], nnx.Module], *, mesh: Mesh,
     ctx: passed to the scheme; by default its `hints` are `model.init_hints()` if defined.
     fsdp_axis: mesh axis for variables that name no logical axes (None: replicate them);
       by default `initlab.sharding.default_fsdp_axis(mesh, axis_rules)`.
-  Construction gets `fold_in(key, 0)`, the scheme `fold_in(key, 1)`. `init(key)` returns
-  the model's `nnx.State` (every variable); call it (or `init.lower(key)`) under
-  `jax.set_mesh(mesh)`. The model is built abstractly once, here, for the shardings.
+    source_fn: the model a `SchemeResult`-returning scheme reads (see `init_fn`).
+  Construction gets `fold_in(key, 0)`, the scheme `fold_in(key, 1)` (see `init_fn`).
+  `init(key, pretrained)` returns the model's `nnx.State` (every variable); `pretrained`
+  (a param tree, e.g. sharded arrays) reaches the scheme as `ctx.pretrained`. Call it (or
+  `init.lower(key)`) under `jax.set_mesh(mesh)`. The model is built abstractly once, here,
+  for the shardings.
   """
   mesh = sharding_lib.as_auto_mesh(mesh)
   graphdef, abstract_state = abstract_model(model_fn)
   shardings = sharding_lib.state_shardings(abstract_state, mesh, axis_rules,
                                            fsdp_axis=fsdp_axis)
-
-  def init(key):
-    with nnx.use_eager_sharding(False):
-      model = model_fn(nnx.Rngs(jax.random.fold_in(key, 0)))
-    if scheme is not None:
-      context = ctx
-      if context is None:
-        hints = model.init_hints() if hasattr(model, "init_hints") else {}
-        context = InitContext(hints=hints)
-      params = scheme(jax.random.fold_in(key, 1), nnx.state(model, nnx.Param), context)
-      if isinstance(params, SchemeResult):
-        raise ValueError("a scheme that changes the architecture returns a new model config; "
-                         "apply it before building the model, not inside sharded init")
-      nnx.update(model, params)
-    return nnx.state(model)
-
+  init = init_fn(model_fn, scheme, ctx, source_fn)
   return graphdef, jax.jit(init, out_shardings=shardings), shardings
 
 

@@ -383,3 +383,30 @@ def restore_params(path_or_dir: str | epath.PathLike, abstract_params: Any, *,
     return out
   raise FileNotFoundError(f"no restorable checkpoint at {path}: "
                           + ("; ".join(errors) or "no steps"))
+
+
+def pretrained_source(path: str | epath.PathLike) -> tuple[epath.Path, dict[str, Any] | None]:
+  """(checkpoint path for `restore_params`, the saved run config or None) of `path`.
+
+  `path` is a run directory (holding `checkpoints/` and maybe `config.json`), a
+  `Checkpointer` directory or one step directory. The config is the run's config.json, else
+  the `config` item of the newest step that has one; None if neither exists.
+  """
+  path = epath.Path(path)
+  if (path / "checkpoints").is_dir():
+    run_config = path / "config.json"
+    if run_config.exists():
+      return path / "checkpoints", json.loads(run_config.read_text())
+    path = path / "checkpoints"
+  if not path.is_dir():
+    raise FileNotFoundError(f"no run directory or checkpoint at {path}")
+  steps = ([path] if (path / _STATE).exists() else
+           sorted((p for p in path.iterdir() if p.name.isdigit()), key=lambda p: -int(p.name)))
+  for step_dir in steps:
+    saved = step_dir / _CONFIG / "metadata"
+    if saved.exists():
+      try:
+        return path, json.loads(saved.read_text())
+      except ValueError:
+        continue
+  return path, None

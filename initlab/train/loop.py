@@ -1,6 +1,7 @@
 """`run(config, workdir)`: one training run, from config to checkpoints, metrics and summary.
 
-    workdir/config.json            the run's config
+    workdir/config.json            the run's config, plus 'built_model': the model config
+                                   actually built (after the init's architecture stage)
     workdir/checkpoints/<step>/    Orbax: train state, data-iterator state, config, wall time
     workdir/metrics.jsonl, tb/     train metrics every `log_every` steps, eval metrics
     workdir/init_diagnostics.json  signal propagation at init (`diagnostics_at_init`)
@@ -10,12 +11,15 @@
 
 (names and JSON rule: `initlab.rundir`). The run resumes from the newest readable checkpoint
 in `workdir` (train state, data order, step), else starts from `config.init_from` (params
-only), else from a fresh sharded init. Before anything is written, `check_workdir` refuses a
-workdir that is not writable, holds a study, or holds a run whose config differs in more than
-`rundir.RESUMABLE` (train.steps and cosmetics); `force=True` deletes that run's outputs
-instead. A finished run is left as it is: rerunning it trains nothing and rewrites neither
-config.json nor summary.json. On resume, metrics.jsonl is cut back to the restored step, and
-summary.json's wall_s adds up the time of every process that trained the run.
+only), else from the staged init (`initlab.init.stages`: architecture stage, the sharded
+param stage with `config.init.pretrained` restored onto this mesh, the data stage on batches
+drawn with their own seed; a resume skips it all). Before anything is written,
+`check_workdir` refuses a workdir that is not writable, holds a study, or holds a run whose
+config differs in more than `rundir.RESUMABLE` (train.steps and cosmetics); `force=True`
+deletes that run's outputs instead. A finished run is left as it is: rerunning it trains
+nothing and rewrites neither config.json nor summary.json. On resume, metrics.jsonl is cut
+back to the restored step, and summary.json's wall_s adds up the time of every process that
+trained the run.
 """
 from __future__ import annotations
 
@@ -98,12 +102,10 @@ class Run:
     self.tx = optim.make(config.optimizer, config.train.steps)
     name = config.init.name
     scheme = ii.get_scheme(name, **config_lib.scheme_options(config, name))
-    # Traced abstractly: outside `jax.set_mesh`, logical names stay metadata. This builds the
-    # model and runs the scheme, so bad model options (ResNet depth 15) fail here, cheaply.
     try:
-      self.setup = state_lib.Setup.create(
-          lambda rngs: models.build(model_cfg, rngs=rngs), self.tx, mesh=self.mesh,
-          axis_rules=sharding_lib.axis_rules(config.sharding), scheme=scheme)
+      self._build_model(model_cfg, scheme)
+    except config_lib.ConfigError:
+      raise
     except (ValueError, TypeError, KeyError) as e:
       raise config_lib.ConfigError(
           f'config.model / config.init: cannot build model {config.model.name!r} with init '
@@ -122,6 +124,66 @@ class Run:
     self.eval_examples = None  # Examples (tokens for an LM) of the last evaluation.
     self._wall_start, self._wall_before = time.time(), 0.0
 
+  def _build_model(self, model_cfg, scheme) -> None:
+    """Architecture and param stage (`initlab.init.stages`): sets plan, model_config, setup.
+
+    Traced abstractly: outside `jax.set_mesh`, logical names stay metadata. This builds the
+    model and runs the param-stage scheme, so bad model options (ResNet depth 15), missing
+    model hints or dataset facts and a pretrained tree that does not fit fail here, cheaply.
+    """
+    self.plan = ii.stages.plan(scheme)
+    self.init_ctx = ii.InitContext(dataset=ii.stages.dataset_facts(self.meta))
+    rules = sharding_lib.axis_rules(self.config.sharding)
+    build = lambda cfg: (lambda rngs: models.build(cfg, rngs=rngs))
+    model_cfg = ii.stages.resize(self.plan, model_cfg, self.init_ctx)
+    self._pretrained = self._pretrained_source(model_cfg, rules)
+    abstract = None if self._pretrained is None else self._pretrained[1]
+    source = None
+    while True:
+      try:
+        self.setup = state_lib.Setup.create(
+            build(model_cfg), self.tx, mesh=self.mesh, axis_rules=rules, scheme=self.plan.param,
+            ctx=dataclasses.replace(self.init_ctx,
+                                    model_config=model_cfg if source is None else source),
+            source_fn=None if source is None else build(source), pretrained=abstract)
+        break
+      except ii.ArchitectureChange as e:  # The scheme returned SchemeResult: build that model.
+        source, model_cfg = model_cfg, e.model_config
+    if source is not None or self.plan.resizes:
+      _check_model_fits_data(model_cfg, self.meta)
+    self.model_config = model_cfg
+
+  def _pretrained_source(self, model_cfg, rules):
+    """(checkpoint path, abstract params on this mesh) of `config.init.pretrained`, or None.
+
+    The params' tree is that of the model the pretrained run built (its config.json or the
+    checkpoint's config; else this run's model), sharded by this run's rules on this mesh.
+    """
+    path = self.config.init.get('pretrained')
+    if not path:
+      return None
+    try:
+      where, saved = ckpt_lib.pretrained_source(path)
+    except FileNotFoundError as e:
+      raise config_lib.ConfigError(f'config.init.pretrained: {e}') from None
+    if saved is not None:
+      model_cfg = saved.get('built_model') or config_lib.full_model_config(
+          ml_collections.ConfigDict({k: saved[k] for k in ('model', 'dtype')}))
+    _, abstract_state = ii.abstract_model(lambda rngs: models.build(model_cfg, rngs=rngs))
+    shardings = sharding_lib.state_shardings(
+        abstract_state, sharding_lib.as_auto_mesh(self.mesh), rules)
+    params, _ = state_lib.pure_variables(abstract_state)
+    param_sh, _ = state_lib.pure_variables(shardings)
+    return where, jax.tree.map(
+        lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh), params, param_sh)
+
+  def recorded_config(self) -> dict[str, Any]:
+    """The config as config.json and checkpoints record it: `config_dict(config)` plus
+    'built_model', the model config actually built (after the architecture stage)."""
+    built = self.model_config
+    built = built.to_dict() if hasattr(built, 'to_dict') else dict(built)
+    return {**config_dict(self.config), 'built_model': json.loads(json.dumps(built))}
+
   def wall_s(self) -> float:
     """Seconds spent on this run: by earlier processes (up to the restored checkpoint) + now."""
     return self._wall_before + time.time() - self._wall_start
@@ -129,7 +191,8 @@ class Run:
   def initial_state(self, start_from: state_lib.TrainState | None = None
                     ) -> tuple[state_lib.TrainState, Any, bool]:
     """(state, data-iterator state or None, resumed?): checkpoint, else `start_from`'s params
-    and model state (copied; fresh optimizer state, step 0), else init_from, else init."""
+    and model state (copied; fresh optimizer state, step 0), else init_from, else the init:
+    pretrained params restored, the param stage (`setup.init`), the data stage."""
     restored = None
     if self.checkpointer.all_steps():
       restored = self.checkpointer.restore(to_checkpoint(self.setup.abstract))
@@ -148,7 +211,35 @@ class Run:
       logging.info('Initializing params from %s', self.config.init_from)
       params = ckpt_lib.restore_params(self.config.init_from, self.setup.abstract.params)
       return self.setup.from_params(params, *keys), None, False
-    return self.setup.init(*keys), None, False
+    pretrained = None
+    if self._pretrained is not None:
+      logging.info('Restoring pretrained params from %s', self._pretrained[0])
+      try:
+        pretrained = ckpt_lib.restore_params(*self._pretrained)
+      except ckpt_lib.TreeMismatchError as e:
+        raise config_lib.ConfigError(f'config.init.pretrained: {e}') from None
+    state = self.setup.init(*keys, pretrained)
+    if self.plan.data:
+      state = self._data_stage(state, keys, pretrained)
+    return state, None, False
+
+  def _data_stage(self, state, keys, pretrained) -> state_lib.TrainState:
+    """The data stage: `plan.num_batches` training batches drawn with their own seed
+    (`stages.data_seed`; training's data order is unchanged), then every data-stage scheme;
+    the state is rebuilt from the params (fresh optimizer state)."""
+    it = data_lib.build(self.config.data, split=self.config.data.train_split,
+                        batch_size=self.config.train.batch_size,
+                        seed=ii.stages.data_seed(self.config.seeds.data))
+    batches = tuple(data_lib.to_global(next(it), self.batch_sharding)
+                    for _ in range(self.plan.num_batches))
+    model = self.setup.model(state)
+    ctx = dataclasses.replace(
+        self.init_ctx, model_config=self.model_config, pretrained=pretrained,
+        hints=model.init_hints() if hasattr(model, 'init_hints') else {},
+        data=ii.DataContext(self.setup.graphdef, state.model_state, batches, self.meta.task))
+    params = ii.stages.run_data_stage(self.plan, jax.random.fold_in(keys[0], 1), state.params,
+                                      ctx, self.setup.shardings.params)
+    return self.setup.from_params(params, *keys)
 
   def restore(self, step: int | None = None) -> state_lib.TrainState | None:
     """The checkpointed state at `step` (default: the newest readable), or None."""
@@ -280,7 +371,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
         logging.info('%s: already trained %d steps; nothing to do', r.workdir, start)
         summary = finished
       else:
-        write_json(r.workdir / CONFIG_NAME, config_dict(config))
+        write_json(r.workdir / CONFIG_NAME, r.recorded_config())
         if config.diagnostics_at_init and not resumed:
           write_json(r.workdir / DIAGNOSTICS_NAME, r.diagnostics(state))
         writer = metrics_lib.MetricWriter(r.workdir, purge_step=start + 1)
@@ -336,7 +427,7 @@ def check_workdir(workdir: pathlib.Path, config: ml_collections.ConfigDict, *,
     except (OSError, ValueError) as e:
       problem = f'has an unreadable {rundir.CONFIG} ({e})'
     shape = ('init.compare', 'init.name', 'seeds.num') if study else ()
-    changes = {} if saved is None else rundir.changed_keys(
+    changes = {} if saved is None else _config_changes(
         saved, config_dict(config), rundir.RESUMABLE + shape)
     if changes:
       problem = (f'holds a {kind} with another config ({rundir.describe_changes(changes)}); '
@@ -366,7 +457,7 @@ def check_workdir(workdir: pathlib.Path, config: ml_collections.ConfigDict, *,
 
 def _check_resumable(restored: ckpt_lib.Restored, config, directory) -> None:
   """The checkpoint's config and step fit `config` (the workdir check missed no config.json)."""
-  changes = {} if restored.config is None else rundir.changed_keys(
+  changes = {} if restored.config is None else _config_changes(
       restored.config, config_dict(config))
   if changes:
     raise rundir.RunDirError(
@@ -376,6 +467,15 @@ def _check_resumable(restored: ckpt_lib.Restored, config, directory) -> None:
     raise rundir.RunDirError(
         f'checkpoint {directory}/{restored.step}: past config.train.steps='
         f'{config.train.steps}. Use a new --workdir, or --force.')
+
+
+def _config_changes(saved, current, ignore=rundir.RESUMABLE) -> dict[str, tuple[Any, Any]]:
+  """`rundir.changed_keys` minus what a run derives from its config ('built_model') and an
+  unset `init.pretrained` that configs older than the key lack."""
+  changes = rundir.changed_keys(saved, current, tuple(ignore) + ('built_model',))
+  if not any(changes.get('init.pretrained', ('x',))):
+    changes.pop('init.pretrained', None)
+  return changes
 
 
 def _logged_finals(workdir: pathlib.Path, step: int) -> dict[str, float]:
@@ -449,7 +549,7 @@ def _train(r: Run, state, it, start: int, writer, callbacks: Sequence[Callback] 
       if checkpoint:
         writer.flush()  # A kill after this save loses no logged step (TensorBoard included).
         r.checkpointer.save(s, to_checkpoint(state), data_state=it.get_state(),
-                            config=config_dict(r.config), meta=dict(wall_s=r.wall_s()))
+                            config=r.recorded_config(), meta=dict(wall_s=r.wall_s()))
         last_ckpt = s
       for fn in callbacks if checkpoint or evaluate else ():
         fn(s, state, metrics if evaluate else {})

@@ -73,7 +73,8 @@ class Setup:
     graphdef: the model's `nnx.GraphDef`.
     shardings: a `TrainState` of `NamedSharding`s (the state's layout on the mesh).
     abstract: a `TrainState` of `jax.ShapeDtypeStruct`s with those shardings.
-    init: `(key, dropout_key) -> TrainState`, jitted with `out_shardings=shardings`.
+    init: `(key, dropout_key, pretrained=None) -> TrainState`, jitted with
+      `out_shardings=shardings` (`pretrained`: see `create`).
     from_params: `(params, key, dropout_key) -> TrainState` with the given params, a fresh
       optimizer state and fresh other variables; jitted likewise.
     tx: the optimizer.
@@ -88,11 +89,18 @@ class Setup:
   @classmethod
   def create(cls, model_fn: Callable[[nnx.Rngs], nnx.Module], tx: optax.GradientTransformation,
              *, mesh: Mesh, axis_rules, scheme: Callable | None = None,
-             fsdp_axis: str | None = sharding_lib.AUTO) -> Setup:
+             fsdp_axis: str | None = sharding_lib.AUTO, ctx: ii.InitContext | None = None,
+             source_fn: Callable | None = None, pretrained: Any = None) -> Setup:
     """Builds the init programs for `model_fn` under `scheme` (see `initlab.init.sharded_init`,
-    which builds the abstract model once; `fsdp_axis` as there)."""
-    graphdef, init_model, var_shardings = ii.sharded_init(
-        model_fn, mesh=mesh, axis_rules=axis_rules, scheme=scheme, fsdp_axis=fsdp_axis)
+    which builds the abstract model once; `fsdp_axis`, `ctx` and `source_fn` as there).
+
+    `pretrained`: the abstract param tree (`ShapeDtypeStruct`s with shardings) that `init`'s
+    third argument will hold, or None; it reaches the scheme as `ctx.pretrained`.
+    """
+    graphdef, _, var_shardings = ii.sharded_init(
+        model_fn, mesh=mesh, axis_rules=axis_rules, fsdp_axis=fsdp_axis)
+    init_model = ii.init_fn(model_fn, scheme, ctx, source_fn)
+    bare_model = ii.init_fn(model_fn)
     param_sh, model_sh = pure_variables(var_shardings)
     replicated = sharding_lib.replicated(mesh)
 
@@ -102,15 +110,15 @@ class Setup:
                         rng=jax.random.key_data(dropout_key),
                         nonfinite_step=jnp.full((), -1, jnp.int32))
 
-    def init(key, dropout_key):
-      return new_state(*pure_variables(init_model(key)), dropout_key)
+    def init(key, dropout_key, pretrained=None):
+      return new_state(*pure_variables(init_model(key, pretrained)), dropout_key)
 
     def from_params(params, key, dropout_key):
-      # The fresh model state (e.g. BatchNorm statistics); XLA drops the unused param init.
-      return new_state(params, pure_variables(init_model(key))[1], dropout_key)
+      # The fresh model state (e.g. BatchNorm statistics) of the model without the scheme.
+      return new_state(params, pure_variables(bare_model(key))[1], dropout_key)
 
     # Traces the model and the scheme once, abstractly (bad options fail here, cheaply).
-    abstract = jax.eval_shape(init, jax.random.key(0), jax.random.key(0))
+    abstract = jax.eval_shape(init, jax.random.key(0), jax.random.key(0), pretrained)
     opt_sh = optax.tree_map_params(tx, lambda _, s: s, abstract.opt_state, param_sh,
                                    transform_non_params=lambda _: replicated)
     shardings = TrainState(step=replicated, params=param_sh, opt_state=opt_sh,
