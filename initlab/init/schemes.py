@@ -202,6 +202,9 @@ def chain(*schemes: Scheme, warn: bool = True) -> Scheme:
   any part is a data-stage scheme, else "param"); a run's pipeline applies the param-stage
   parts inside the jitted init and the data-stage parts after it, each still with its
   `fold_in(key, i)`. A param-stage part after a data-stage part is a ValueError naming both.
+  A part returning `SchemeResult` (a new architecture) hands its params to the later parts
+  (their `ctx` still describes the model the chain read) and the chain returns a
+  `SchemeResult` with the last params and that model config.
   """
   for i, scheme in enumerate(schemes):
     for j in range(i):
@@ -211,19 +214,21 @@ def chain(*schemes: Scheme, warn: bool = True) -> Scheme:
                          "put param-stage schemes first")
 
   def chained(key, params, ctx=None):
-    written = []
+    written, model_config = [], None
     for i, scheme in enumerate(schemes):
       before = {l.path: l.value for l in tree_lib.leaves(params)}
       params = scheme(jax.random.fold_in(key, i), params, ctx)
-      after = [] if isinstance(params, SchemeResult) else tree_lib.leaves(params)
-      written.append({l.path for l in after if before.get(l.path) is not l.value})
+      if isinstance(params, SchemeResult):  # Later parts get the new model's params.
+        model_config, params, before = params.model_config, params.params, {}
+      written.append({l.path for l in tree_lib.leaves(params) if before.get(l.path) is not l.value}
+                     if before else set())
     for i, paths in enumerate(written if warn else ()):
       later = set().union(*written[i + 1:])
       if paths and paths <= later:
         warnings.warn(f"chain: every param that scheme {i} ({_name(schemes[i])}) sets is set "
                       f"again by a later scheme, so scheme {i} has no effect; put the general "
                       "scheme first and narrower ones after it", UserWarning, stacklevel=2)
-    return params
+    return params if model_config is None else SchemeResult(params, model_config)
   chained.stages = tuple(schemes)
   chained.stage = "data" if any(stage_of(s) == "data" for s in schemes) else "param"
   return chained

@@ -427,7 +427,7 @@ def check_workdir(workdir: pathlib.Path, config: ml_collections.ConfigDict, *,
     except (OSError, ValueError) as e:
       problem = f'has an unreadable {rundir.CONFIG} ({e})'
     shape = ('init.compare', 'init.name', 'seeds.num') if study else ()
-    changes = {} if saved is None else _config_changes(
+    changes = {} if saved is None else config_changes(
         saved, config_dict(config), rundir.RESUMABLE + shape)
     if changes:
       problem = (f'holds a {kind} with another config ({rundir.describe_changes(changes)}); '
@@ -457,7 +457,7 @@ def check_workdir(workdir: pathlib.Path, config: ml_collections.ConfigDict, *,
 
 def _check_resumable(restored: ckpt_lib.Restored, config, directory) -> None:
   """The checkpoint's config and step fit `config` (the workdir check missed no config.json)."""
-  changes = {} if restored.config is None else _config_changes(
+  changes = {} if restored.config is None else config_changes(
       restored.config, config_dict(config))
   if changes:
     raise rundir.RunDirError(
@@ -469,7 +469,7 @@ def _check_resumable(restored: ckpt_lib.Restored, config, directory) -> None:
         f'{config.train.steps}. Use a new --workdir, or --force.')
 
 
-def _config_changes(saved, current, ignore=rundir.RESUMABLE) -> dict[str, tuple[Any, Any]]:
+def config_changes(saved, current, ignore=rundir.RESUMABLE) -> dict[str, tuple[Any, Any]]:
   """`rundir.changed_keys` minus what a run derives from its config ('built_model') and an
   unset `init.pretrained` that configs older than the key lack."""
   changes = rundir.changed_keys(saved, current, tuple(ignore) + ('built_model',))

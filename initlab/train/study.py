@@ -59,7 +59,7 @@ def _finished(path: pathlib.Path, config: ml_collections.ConfigDict) -> bool:
   except (OSError, ValueError):
     return False
   return (not summary.get('error') and summary.get('steps') == config.train.steps
-          and not rundir.changed_keys(saved, loop.config_dict(config)))
+          and not loop.config_changes(saved, loop.config_dict(config)))
 
 
 def run_study(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,

@@ -106,3 +106,18 @@ def test_with_stage_sets_attributes_and_refuses_unknown_stages():
   assert ii.stage_of(lambda key, params, ctx=None: params) == 'param'
   with pytest.raises(ValueError, match="unknown stage 'batch'; valid: param, data"):
     ii.with_stage(fn, 'batch')
+
+
+def test_chain_hands_a_scheme_result_on_to_later_parts():
+  """A part that changes the architecture (SchemeResult) passes its params to the next part,
+  and the chain returns a SchemeResult (it handed a SchemeResult to part 1 before)."""
+  def grow(key, params, ctx=None):
+    return ii.SchemeResult({**params, 'extra': {'kernel': jnp.ones((2, 2))}}, {'depth': 9})
+  params = {'dense': {'kernel': jnp.zeros((2, 2))}}
+  out = ii.chain(grow, _noisy(1.0))(jax.random.key(0), params)
+  assert isinstance(out, ii.SchemeResult) and out.model_config == {'depth': 9}
+  assert sorted(out.params) == ['dense', 'extra']
+  want = _noisy(1.0)(jax.random.fold_in(jax.random.key(0), 1),
+                     {**params, 'extra': {'kernel': jnp.ones((2, 2))}})
+  for a, b in zip(jax.tree.leaves(out.params), jax.tree.leaves(want), strict=True):
+    np.testing.assert_array_equal(a, b)

@@ -136,6 +136,17 @@ def test_resized_model_trains_records_its_config_and_restores(data_dir, tmp_path
   assert train.run(config, tmp_path, report=False).summary['steps'] == 4  # Finished: kept.
 
 
+def test_finished_study_run_is_recognized_despite_its_recorded_built_model(data_dir, tmp_path):
+  """config.json holds 'built_model', derived from the config: a study's rerun still skips
+  its finished runs (it compared raw configs and retrained every run)."""
+  from initlab.train import study  # pylint: disable=g-import-not-at-top
+  config = lib.config(data_dir, scheme='he_normal', steps=2, checkpoint_every=2)
+  (_, _, c), = study.run_configs(config)
+  train.run(c, tmp_path, report=False)
+  assert 'built_model' in json.loads((tmp_path / 'config.json').read_text())
+  assert study._finished(tmp_path, c)  # pylint: disable=protected-access
+
+
 def test_scheme_result_builds_the_new_model_from_the_schemes_params(data_dir, tmp_path):
   """test_deepen appends an identity layer: the built model (depth 3) computes what the model
   the scheme read (he_normal's depth-2 MLP, same key) computes."""
