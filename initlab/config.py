@@ -57,6 +57,17 @@ def default_config() -> ml_collections.ConfigDict:
       train_split='train',
       eval_split='test',
   ))
+  # Width parametrization (initlab.init.families.parametrization, Tensor Programs V):
+  # 'standard' leaves the init scheme and the optimizer as they are; 'ntk' and 'mup' scale
+  # init variances (after `init`) and per-param learning rates (in the optimizer) by the
+  # width relative to `base_width`, the value of the model's width option (`width_key`:
+  # '' = mlp/resnet 'width', vit/transformer_lm 'dim') at which init and LR were tuned.
+  c.parametrization = ml_collections.ConfigDict(dict(
+      name='standard',              # 'standard' | 'ntk' | 'mup'.
+      base_width=0.0,               # > 0 for ntk and mup; at this width they equal standard.
+      width_key='',
+      zero_readout=False,           # mup: the classifier starts at 0 (TP V, Section D.2).
+  ))
   c.optimizer = ml_collections.ConfigDict(dict(
       name='adam',                  # Any optax optimizer taking `learning_rate` first.
       learning_rate=1e-3,           # Peak learning rate.
@@ -242,6 +253,7 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
   _check_model(config.model, models)
   _check_init(config.init)
   _check_optimizer(config.optimizer)
+  _check_parametrization(config)
   t = config.train
   for key in ('steps', 'batch_size', 'log_every', 'keep_checkpoints'):
     _check(t[key] >= 1, f'train.{key}', f'a positive int, got {t[key]}')
@@ -367,6 +379,16 @@ def _check_init(init) -> None:
       del scheme
     except TypeError as e:
       raise ConfigError(f'config.init.{key}: bad options {opts} for scheme {key!r}: {e}.') from None
+
+
+def _check_parametrization(config) -> None:
+  from initlab.init.families import parametrization  # pylint: disable=g-import-not-at-top
+  p = config.parametrization
+  try:
+    parametrization.check(p.name, p.base_width, model_config=full_model_config(config),
+                          width_key_=p.width_key, zero_readout=p.zero_readout)
+  except ValueError as e:
+    raise ConfigError(f'config.{e}.') from None
 
 
 def _check_optimizer(opt) -> None:

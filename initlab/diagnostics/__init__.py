@@ -10,9 +10,13 @@
 Per-layer forward q/var/c (Poole et al. 2016, Schoenholz et al. 2017), backward gradient
 moments for a random linear probe loss, and input–output Jacobian singular values
 (Pennington et al. 2017). Models expose `stages(train) -> [(name, fn)]`.
+`coord_check`: per-layer activation RMS vs width over the first optimizer steps, per width
+parametrization (standard / ntk / μP; `plot_coord_check` draws it).
 Command line: `python -m initlab.diagnostics --help` (`initlab.diagnostics.cli`).
 """
 # pylint: disable=g-importing-member
+from initlab.diagnostics.coord_check import (CoordCheck, coord_check, default_widths,
+                                             plot_coord_check)
 from initlab.diagnostics.jacobian import singular_values
 from initlab.diagnostics.propagation import Diagnostics, compare, default_context, measure
 from initlab.diagnostics.plots import plot_depth_profiles, plot_jacobian_spectrum

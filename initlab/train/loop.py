@@ -42,6 +42,7 @@ from initlab import models
 from initlab import rundir
 from initlab import sharding as sharding_lib
 import initlab.init as ii
+from initlab.init.families import parametrization as parametrization_lib
 from initlab.train import checkpoint as ckpt_lib
 from initlab.train import metrics as metrics_lib
 from initlab.train import optim
@@ -136,13 +137,18 @@ class Run:
     rules = sharding_lib.axis_rules(self.config.sharding)
     build = lambda cfg: (lambda rngs: models.build(cfg, rngs=rngs))
     model_cfg = ii.stages.resize(self.plan, model_cfg, self.init_ctx)
+    # Width parametrization (config.parametrization): init factors after the param stage,
+    # per-param learning-rate factors in the optimizer; 'standard' changes neither.
+    self.parametrization = parametrization_lib.from_config(self.config, model_cfg)
+    self.tx = optim.make(self.config.optimizer, self.config.train.steps, self.parametrization)
     self._pretrained = self._pretrained_source(model_cfg, rules)
     abstract = None if self._pretrained is None else self._pretrained[1]
     source = None
     while True:
       try:
         self.setup = state_lib.Setup.create(
-            build(model_cfg), self.tx, mesh=self.mesh, axis_rules=rules, scheme=self.plan.param,
+            build(model_cfg), self.tx, mesh=self.mesh, axis_rules=rules,
+            scheme=self.parametrization.wrap(self.plan.param),
             ctx=dataclasses.replace(self.init_ctx,
                                     model_config=model_cfg if source is None else source),
             source_fn=None if source is None else build(source), pretrained=abstract)
@@ -471,10 +477,16 @@ def _check_resumable(restored: ckpt_lib.Restored, config, directory) -> None:
 
 def config_changes(saved, current, ignore=rundir.RESUMABLE) -> dict[str, tuple[Any, Any]]:
   """`rundir.changed_keys` minus what a run derives from its config ('built_model') and an
-  unset `init.pretrained` that configs older than the key lack."""
+  unset `init.pretrained` and default `parametrization.*` that configs older than the keys
+  lack."""
   changes = rundir.changed_keys(saved, current, tuple(ignore) + ('built_model',))
   if not any(changes.get('init.pretrained', ('x',))):
     changes.pop('init.pretrained', None)
+  defaults = rundir.flatten(rundir.encode(
+      {'parametrization': config_lib.default_config().parametrization.to_dict()}))
+  for key, (old, new) in list(changes.items()):
+    if old is None and key in defaults and new == defaults[key]:
+      del changes[key]
   return changes
 
 

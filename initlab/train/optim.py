@@ -52,8 +52,11 @@ def _decay_mask(params):
   return tree_lib.map_leaves(decays, params)
 
 
-def make(opt: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
-  """`clip_by_global_norm` (if set) -> weight decay (if set) -> `optax.<opt.name>`.
+def make(opt: ml_collections.ConfigDict, total_steps: int,
+         parametrization=None) -> optax.GradientTransformation:
+  """`clip_by_global_norm` (if set) -> weight decay (if set) -> `optax.<opt.name>`
+  -> the per-param learning-rate factors of an active `parametrization` (ntk, mup; see
+  `initlab.init.families.parametrization`, built by its `from_config(config)`).
 
   The optimizer gets the schedule as its `learning_rate`. If it takes `weight_decay`
   (adamw, lamb, ...) the decay is passed to it (decoupled); otherwise it is added to the
@@ -77,6 +80,8 @@ def make(opt: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTran
   elif takes_decay:
     kwargs.setdefault('weight_decay', 0.0)
   parts.append(factory(schedule(opt, total_steps), **kwargs))
+  if parametrization is not None and parametrization.active:
+    parts.append(parametrization.transform())
   tx = parts[0] if len(parts) == 1 else optax.chain(*parts)
   extras = [_TRANSFORMS[name](**options) for name, options in parse_extra(opt.get('extra', ()))]
   return optax.chain(tx, *extras) if extras else tx

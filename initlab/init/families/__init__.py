@@ -4,6 +4,8 @@
   orthogonal  orthogonal, delta_orthogonal (group-aware)
   zero        ZerO: zero_hadamard, scheme zero_full
   fixup       fixup_scaled, scheme fixup
+  parametrization  standard / ntk / μP: init factors and learning-rate multipliers by width
 (GG priors live in `initlab.init.gg`.) A new family is a new module here, imported below.
 """
 from initlab.init.families import fixup, orthogonal, variance, zero  # noqa: F401
+from initlab.init.families import parametrization  # noqa: F401  (standard, ntk, mup)
