@@ -62,13 +62,13 @@ def deepen():
   return scheme
 
 
-def needs_graph():
-  """Param stage: needs the dataset fact 'degree_stats' (graph data), which digits lacks."""
+def needs_graph(stage: str = 'param'):
+  """Needs the dataset fact 'degree_stats' (graph data), which digits lacks."""
   def scheme(key, params, ctx=None):
     del key
     ctx.require('degree_stats', 'test_needs_graph')
     return params
-  return scheme
+  return ii.with_stage(scheme, stage)
 
 
 SCHEMES = {'test_unit_logits': unit_logits, 'test_widen': widen, 'test_deepen': deepen,

@@ -218,6 +218,9 @@ def test_bad_inputs_are_one_line_errors_and_write_nothing(data_dir, tmp_path):
   config = lib.config(data_dir, scheme='test_needs_graph')
   _assert_one_line_error_and_nothing_written(config, tmp_path / 'b', 'test_needs_graph',
                                              "'degree_stats'")
+  config.init.test_needs_graph = dict(stage='data')  # Fails after the init, still nothing.
+  _assert_one_line_error_and_nothing_written(config, tmp_path / 'b2', 'test_needs_graph',
+                                             "'degree_stats'")
   config = lib.config(data_dir, scheme='from_pretrained')
   _assert_one_line_error_and_nothing_written(config, tmp_path / 'c', 'from_pretrained',
                                              'config.init.pretrained')
