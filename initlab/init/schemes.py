@@ -139,7 +139,7 @@ class InitContext:
               "pretrained": "pretrained params (set config.init.pretrained)"}.get(
                   field, f"{field!r}")
       have = sorted(set(self.dataset) | set(self.hints))
-      raise ConfigError(f"initlab: init scheme {scheme!r} needs {what}, which this model and "
+      raise ConfigError(f"config.init: scheme {scheme!r} needs {what}, which this model and "
                         f"dataset do not give (they give: {', '.join(have) or 'nothing'})")
     return value
 

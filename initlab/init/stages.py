@@ -155,12 +155,12 @@ def from_pretrained(include: str = ".*"):
       if not pattern.fullmatch(leaf.path):
         return leaf.value
       if leaf.path not in source:
-        raise ConfigError(f"initlab: config.init.pretrained has no param {leaf.path!r} (the "
+        raise ConfigError(f"config.init.pretrained has no param {leaf.path!r} (the "
                           f"model's tree does not match the pretrained one; it has "
                           f"{len(source)} params, e.g. {sorted(source)[:3]})")
       have, want = source[leaf.path].shape, leaf.value.shape
       if have != want:
-        raise ConfigError(f"initlab: config.init.pretrained: param {leaf.path!r} has shape "
+        raise ConfigError(f"config.init.pretrained: param {leaf.path!r} has shape "
                           f"{tuple(have)} there but {tuple(want)} in this model")
       return source[leaf.path].astype(leaf.value.dtype)
     return tree_lib.map_leaves(copy, params)
