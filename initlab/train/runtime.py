@@ -28,10 +28,10 @@ def maybe_initialize_distributed() -> bool:
     return False
   if not (os.environ.get('PJRT_NPROC') or os.environ.get('NPROC')):
     # XLA:CPU runs each local device's share of every dispatched program on one pool of
-    # `PJRT_NPROC` workers (default: the core count); a cross-process (gloo) collective holds its
-    # worker until every process's participants arrive. With programs in flight (async
-    # dispatch, e.g. the eval loop) a small pool fills with participants waiting for one queued
-    # behind them: a silent deadlock at 0% CPU (seen: 2 cores, 2 processes x 4 devices).
+    # `PJRT_NPROC` workers (default: sized from the core count, 4 on 2 cores), and a
+    # cross-process (gloo) collective holds its worker until every process's participants
+    # arrive. With programs in flight (async dispatch, e.g. the eval loop) a small pool fills
+    # with participants waiting for one queued behind them: a silent deadlock at 0% CPU.
     # Read when the CPU client is created, i.e. after this function.
     os.environ['PJRT_NPROC'] = str(max(os.cpu_count() or 1, CPU_WORKERS))
   kwargs = {}
