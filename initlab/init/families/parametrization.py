@@ -20,9 +20,11 @@ Roles (TP V, Table 3 and its Section 4 / Appendix definitions), per param:
   hidden  every other kernel (fan_in grows with width);
   vector  biases and norm scales/offsets ("all biases" of Table 3).
 
-Factors (TP V Table 3 for μP; NTK is Jacot et al., arXiv 1806.07572, moved to the standard
-form by the abc-symmetry of Yang & Hu, "Tensor Programs IV", arXiv 2011.14522, Section 3:
-(a, b, c) -> (a+θ, b-θ, c-θ) for Adam, c-2θ for SGD, with θ = -1/2):
+Factors (TP V Table 3 for μP, the form without forward multipliers; its Tables 8-9 are
+equivalent forms that put multipliers in the model's forward pass, which initlab's models
+do not have. NTK is Jacot et al., arXiv 1806.07572, moved to the same form by the
+abc-symmetry of Yang & Hu, "Tensor Programs IV", arXiv 2011.14522: (a, b, c) ->
+(a+θ, b-θ, c-θ) for Adam, c-2θ for SGD, with θ = -1/2 on the layers whose fan_in grows):
 
                     input    vector   hidden      output
   init variance     ×1       ×1       ×1          ×1/r (μP; 0 with zero_readout)
@@ -31,7 +33,7 @@ form by the abc-symmetry of Yang & Hu, "Tensor Programs IV", arXiv 2011.14522, S
   SGD LR    ntk     1        1        1/r         1/r
             mup     r_out    r_out    1           1/r
 standard changes nothing. "Adam" is every entrywise-normalized optimizer (adam, adamw,
-lamb, lion, …); "SGD" the plain gradient steps of `SGD_LIKE`. The init factors multiply
+lion, …; the default for names not in SGD_LIKE); "SGD" the plain gradient steps of `SGD_LIKE`. The init factors multiply
 what the init scheme drew, so they assume a fan_in-scaled base init (LeCun, He,
 `variance_scaling(.., 'fan_in')`, the default he_normal): then a hidden kernel already has
 Var ∝ 1/fan_in (Table 3's 1/fan_in) and the readout gets Var ∝ 1/(fan_in·r) (Table 3's
