@@ -138,7 +138,10 @@ class InitContext:
       what = {"data": "the data stage (mark it with_stage(..., 'data'))",
               "pretrained": "pretrained params (set config.init.pretrained)"}.get(
                   field, f"{field!r}")
-      have = sorted(set(self.dataset) | set(self.hints))
+      if field in _FIELDS:
+        raise ConfigError(f"config.init: scheme {scheme!r} needs {what}, which this run does "
+                          "not give")
+      have = sorted(k for k, v in {**self.dataset, **self.hints}.items() if v is not None)
       raise ConfigError(f"config.init: scheme {scheme!r} needs {what}, which this model and "
                         f"dataset do not give (they give: {', '.join(have) or 'nothing'})")
     return value
