@@ -12,6 +12,10 @@ Names follow `jax.nn.initializers`: `zeros`/`ones` are initializers, the rest fa
 Each init family (its initializers and schemes) is one module of `initlab.init.families`
 (variance, orthogonal, zero, fixup) or `initlab.init.gg`; its public names are re-exported
 here.
+
+A run initializes in stages (`initlab.init.stages`): architecture (`resize`, `SchemeResult`),
+param (jitted, sharded; `ctx.hints`, `ctx.dataset`, `ctx.pretrained`) and data (`ctx.data`, a
+`DataContext`); a scheme states its stage with `with_stage(fn, "param" | "data", ...)`.
 """
 # pylint: disable=g-importing-member
 from initlab.init.registry import (LayoutInitializer, describe, get_initializer, get_scheme,
