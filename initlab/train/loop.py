@@ -137,14 +137,14 @@ class Run:
     rules = sharding_lib.axis_rules(self.config.sharding)
     build = lambda cfg: (lambda rngs: models.build(cfg, rngs=rngs))
     model_cfg = ii.stages.resize(self.plan, model_cfg, self.init_ctx)
-    # Width parametrization (config.parametrization): init factors after the param stage,
-    # per-param learning-rate factors in the optimizer; 'standard' changes neither.
-    self.parametrization = parametrization_lib.from_config(self.config, model_cfg)
-    self.tx = optim.make(self.config.optimizer, self.config.train.steps, self.parametrization)
     self._pretrained = self._pretrained_source(model_cfg, rules)
     abstract = None if self._pretrained is None else self._pretrained[1]
     source = None
     while True:
+      # Width parametrization (config.parametrization) of the model built: init factors after
+      # the param stage, per-param learning-rate factors in the optimizer; 'standard' neither.
+      self.parametrization = parametrization_lib.from_config(self.config, model_cfg)
+      self.tx = optim.make(self.config.optimizer, self.config.train.steps, self.parametrization)
       try:
         self.setup = state_lib.Setup.create(
             build(model_cfg), self.tx, mesh=self.mesh, axis_rules=rules,

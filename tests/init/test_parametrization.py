@@ -4,8 +4,10 @@ Expected values are the paper's table written out here, per role, from the fan r
 r = n/n₀ of the test's widths; variances are measured on drawn params.
 """
 
+from flax import nnx
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
@@ -15,6 +17,7 @@ from initlab import models
 from initlab import train
 import initlab.init as ii
 from initlab.init.families import parametrization as P
+from initlab.train import loop
 from initlab.train import optim
 
 WIDTH, BASE = 256, 64  # r = 4 for the hidden and output kernels of the MLP below.
@@ -187,11 +190,54 @@ def test_good_config_validates():
   config_lib.validate(_config(name='ntk', base_width=32.0), num_devices=1, process_count=1)
 
 
-def test_config_driven_mup_run(tmp_path):
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+  path = str(tmp_path_factory.mktemp('data'))
+  data.prepare('digits', path)
+  return path
+
+
+def _double_width():
+  """Param stage returning `SchemeResult`: the MLP at twice the width with one more layer
+  (so a path the first model lacks), with the model's own init."""
+
+  def scheme(key, params, ctx=None):
+    del params
+    cfg = ml_collections.ConfigDict(dict(ctx.model_config))
+    cfg.width, cfg.depth = 2 * cfg.width, cfg.depth + 1
+    with nnx.use_eager_sharding(False):
+      model = models.build(cfg, rngs=nnx.Rngs(key))
+    return ii.SchemeResult(nnx.state(model, nnx.Param), cfg)
+
+  return scheme
+
+
+def test_mup_follows_a_scheme_that_changes_the_width(data_dir, tmp_path):
+  """The table is the built model's: width 64 -> 128 and depth 2 -> 3 by the scheme, base
+  32, so r = 4 (the factors of the first model are not applied to the new one's params)."""
+  config = _config(name='mup', base_width=32)
+  config.model.width = 64
+  config.init.name = 'test_double_width'
+  config.data.data_dir = data_dir
+  ii.register_scheme('test_double_width')(_double_width)
+  try:  # Registered for this test only (`--list` stays the package's).
+    run = loop.Run(config, tmp_path / 'run')
+  finally:
+    ii.registry._SCHEMES.pop('test_double_width')  # pylint: disable=protected-access
+    ii.registry._DESCRIPTIONS.pop('test_double_width')  # pylint: disable=protected-access
+  assert run.model_config.width == 128 and run.model_config.depth == 3
+  t = run.parametrization.table
+  assert t['hidden/1/kernel'].fan_in == 128 and t['hidden/2/kernel'].lr == 0.25
+  params = run.setup.init(jax.random.key(0), jax.random.key(1)).params
+  # The model's own LeCun init (Var 1/fan_in), then μP's readout factor 1/r.
+  head = np.asarray(params['head']['kernel'], np.float64)
+  assert np.var(head) == pytest.approx(1 / (128 * 4), rel=0.25)
+  assert np.var(np.asarray(params['hidden'][1]['kernel'])) == pytest.approx(1 / 128, rel=0.1)
+
+
+def test_config_driven_mup_run(data_dir, tmp_path):
   """train.run with parametrization mup: the run's init has μP's readout variance, its
   optimizer carries the lr factors, and it trains (digits, 2 steps)."""
-  data_dir = str(tmp_path / 'data')
-  data.prepare('digits', data_dir)
   config = _config(name='mup', base_width=32)
   config.data.data_dir = data_dir
   config.train.update(
@@ -222,8 +268,6 @@ def test_configs_older_than_the_key_still_resume():
   """A run directory's config.json from before `parametrization` existed compares equal to
   today's default config (so old runs resume and finished study runs are skipped); a
   non-default parametrization is a change."""
-  from initlab.train import loop  # pylint: disable=g-import-not-at-top
-
   current = loop.config_dict(config_lib.default_config())
   saved = {k: v for k, v in current.items() if k != 'parametrization'}
   assert loop.config_changes(saved, current) == {}

@@ -81,6 +81,7 @@ class Entry:
   base_fan_out: int
   init_scale: float  # Multiplies the init scheme's value: sqrt of the variance factor.
   lr: float  # Multiplies the optimizer's update.
+  shape: tuple[int, ...] = ()  # The param's shape at the width.
 
 
 def factors(
@@ -178,7 +179,7 @@ class Parametrization:
         zero_readout=zero_readout,
       )
       table[leaf.path] = Entry(
-        role, fans[0], base_fans[0], fans[1], base_fans[1], math.sqrt(var), lr
+        role, fans[0], base_fans[0], fans[1], base_fans[1], math.sqrt(var), lr, leaf.shape
       )
     return cls(name, table)
 
@@ -197,7 +198,11 @@ class Parametrization:
 
   def init_scheme(self) -> Callable:
     """A param-stage scheme `(key, params, ctx) -> params` multiplying each param by its
-    `init_scale` (untouched where it is 1)."""
+    `init_scale` (untouched where it is 1).
+
+    Params of another model (a path the table lacks, or another shape) come back unchanged:
+    they are the new model of a scheme that returned `SchemeResult`, whose first init a run
+    discards before it builds that model with that model's table (`initlab.train.Run`)."""
 
     def scale(leaf):
       s = self._entry(leaf.path).init_scale
@@ -205,6 +210,11 @@ class Parametrization:
 
     def scheme(key, params, ctx=None):
       del key, ctx
+      leaves = tree_lib.leaves(params)
+      if not self.active or any(
+        l.path not in self.table or self.table[l.path].shape != l.shape for l in leaves
+      ):
+        return params
       return tree_lib.map_leaves(scale, params)
 
     scheme.__qualname__ = f'parametrization_{self.name}'
