@@ -4,8 +4,10 @@
   orthogonal  orthogonal, delta_orthogonal (group-aware)
   zero        ZerO: zero_hadamard, scheme zero_full
   fixup       fixup_scaled, scheme fixup
+  lsuv, metainit, gradinit   data-stage schemes (need ctx.data; shared parts in datastage)
   parametrization  standard / ntk / μP: init factors and learning-rate multipliers by width
 (GG priors live in `initlab.init.gg`.) A new family is a new module here, imported below.
 """
 from initlab.init.families import fixup, orthogonal, variance, zero  # noqa: F401
 from initlab.init.families import parametrization  # noqa: F401  (standard, ntk, mup)
+from initlab.init.families import gradinit, lsuv, metainit  # noqa: F401  (data stage)
