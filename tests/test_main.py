@@ -7,6 +7,7 @@ import pathlib
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -51,10 +52,16 @@ def _run_all(cases, workdirs, cwd=REPO, env=None):
         [sys.executable, '-m', 'initlab.main', *args, f'--workdir={workdirs[name]}'], cwd=cwd,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, **(env or {})})
-  out = {}
-  for name, proc in procs.items():
-    stdout, stderr = proc.communicate(timeout=300)
-    out[name] = (proc.returncode, stdout, stderr)
+  out, deadline = {}, time.monotonic() + 300  # One deadline for all; a hang kills them all.
+  try:
+    for name, proc in procs.items():
+      stdout, stderr = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
+      out[name] = (proc.returncode, stdout, stderr)
+  finally:
+    for proc in procs.values():
+      if proc.poll() is None:
+        proc.kill()
+        proc.communicate()
   return out
 
 

@@ -271,6 +271,7 @@ class Run:
     for batch in batches:
       out = self.eval_step(state, batch)
       total = out if total is None else jax.tree.map(lambda a, b: a + b, total, out)
+      _bound_in_flight(total)
     total = jax.device_get(total)
     self.eval_examples = int(total['count'])
     return step_lib.summarize_eval(total)
@@ -509,6 +510,19 @@ def _provenance() -> dict[str, Any] | None:
   return provenance.environment()
 
 
+def _bound_in_flight(value) -> None:
+  """Waits for `value` on multi-process CPU runs, so one program is in flight at a time.
+
+  XLA's CPU client runs every local device's share of a program on one worker pool; a
+  cross-process (gloo) all-reduce holds its worker until all participants arrive. With many
+  programs dispatched ahead, the pool can fill with participants whose partners are queued
+  behind them, and both processes hang (seen in the two-process test). On accelerators, or
+  with one process, dispatch stays asynchronous.
+  """
+  if jax.process_count() > 1 and jax.default_backend() == 'cpu':
+    jax.block_until_ready(value)
+
+
 def _sync(name: str) -> None:
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices(name)
@@ -548,6 +562,7 @@ def _train(r: Run, state, it, start: int, writer, callbacks: Sequence[Callback] 
       checkpoint, evaluate = every(t.checkpoint_every, s), every(t.eval_every, s)
       log = every(t.log_every, s) or checkpoint or evaluate
       state, metrics = (r.train_step if log else r.lean_step)(state, batch)
+      _bound_in_flight(state.step)
       bar.update(1)
       flush()
       if log:
