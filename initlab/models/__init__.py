@@ -39,6 +39,7 @@ from initlab.models.registry import (InputSpec, build, check_fits, default_confi
                                      model_names, preset_names, register_model, same_as_data)
 from initlab.sharding import LOGICAL_AXES, PRESETS as SHARDING_PRESETS, logical_axis_rules
 # The zoo: each module registers its model (`@register_model`) when imported here.
+from initlab.models.gnn import GCN, GIN, GraphSAGE
 from initlab.models.mlp import MLP
 from initlab.models.resnet import ResNet
 from initlab.models.resnet import param_count as resnet_param_count

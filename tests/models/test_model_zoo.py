@@ -55,7 +55,8 @@ def test_resnet_stages_in_train_mode(zoo):
 
 
 def test_default_configs_list_every_constructor_option():
-  classes = {'mlp': im.MLP, 'resnet': im.ResNet, 'vit': im.ViT, 'transformer_lm': im.TransformerLM}
+  classes = {'mlp': im.MLP, 'resnet': im.ResNet, 'vit': im.ViT, 'transformer_lm': im.TransformerLM,
+             'gcn': im.GCN, 'sage': im.GraphSAGE, 'gin': im.GIN}
   assert set(im.model_names()) == set(classes)
   for name, cls in classes.items():
     config = im.default_config(name)
