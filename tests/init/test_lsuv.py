@@ -100,10 +100,24 @@ def test_same_on_1_and_8_devices(devices):
 def test_data_stage_scheme_and_bad_options():
   scheme = ii.get_scheme("lsuv", num_batches=3)
   assert stage_of(scheme) == "data" and scheme.num_batches == 3
-  with pytest.raises(ValueError, match="tol"):
+  with pytest.raises(ValueError, match=r"option tol=-0.1 must be a number > 0"):
     ii.get_scheme("lsuv", tol=-0.1)
+  with pytest.raises(ValueError, match=r"option max_iters=2.5 must be an int > 0"):
+    ii.get_scheme("lsuv", max_iters=2.5)
   with pytest.raises(TypeError, match="toll"):
     ii.get_scheme("lsuv", toll=0.1)
   params, _ = tl.setup("mlp")
   with pytest.raises(ConfigError, match="'lsuv' needs the data stage"):
     scheme(jax.random.key(0), params, ii.InitContext())
+
+
+def test_variance_pools_the_batches_like_numpy():
+  """Var over two batches of hidden/0's output equals numpy's float64 variance of both."""
+  params, ctx = tl.setup("mlp", num_batches=2, batch_size=32)
+  w, b = (np.asarray(params["hidden"][0][k], np.float64) for k in ("kernel", "bias"))
+  b = b + 0.5                                # a mean offset, to catch E[y²] − E[y]² mistakes
+  params["hidden"][0]["bias"] = jax.numpy.asarray(b, jax.numpy.float32)
+  xs = [np.asarray(ctx.data.inputs(batch), np.float64).reshape(32, -1) for batch in ctx.data.batches]
+  expect = np.var(np.concatenate([x @ w + b for x in xs]))
+  got = lsuv.output_variances(ctx.data, params)["hidden/0/kernel"]
+  assert got == pytest.approx(expect, rel=1e-4)

@@ -104,9 +104,12 @@ def batch_at(batches: Sequence[Any], i: int):
   return batches[i % len(batches)]
 
 
-def check_positive(scheme: str, **values):
-  """A ValueError naming the option when a value is not > 0 (ints must be ints)."""
+def check_positive(scheme: str, ints: Sequence[str] = (), **values):
+  """A ValueError naming the option when a value is not a finite number > 0 (an int for the
+  options named in `ints`)."""
   for name, value in values.items():
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 \
-        or not math.isfinite(value):
-      raise ValueError(f"init scheme {scheme!r}: option {name}={value!r} must be a number > 0")
+    kind = int if name in ints else (int, float)
+    ok = isinstance(value, kind) and not isinstance(value, bool)
+    if not (ok and value > 0 and math.isfinite(value)):
+      what = "an int" if name in ints else "a number"
+      raise ValueError(f"init scheme {scheme!r}: option {name}={value!r} must be {what} > 0")

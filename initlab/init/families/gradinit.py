@@ -108,7 +108,7 @@ def gradinit(steps: int = 100, lr: float = 0.01, inner_lr: float = 0.1, optimize
   if optimizer not in OPTIMIZERS:
     raise ValueError(f"init scheme 'gradinit': optimizer={optimizer!r}; valid choices: "
                      f"{', '.join(OPTIMIZERS)}")
-  datastage.check_positive("gradinit", steps=steps, lr=lr, inner_lr=inner_lr, gamma=gamma,
+  datastage.check_positive("gradinit", ("steps", "num_batches"), steps=steps, lr=lr, inner_lr=inner_lr, gamma=gamma,
                            alpha_min=alpha_min, num_batches=num_batches)
 
   def scheme(key, params, ctx=None):

@@ -110,14 +110,12 @@ def layer_outputs(model, x) -> tuple[jax.Array, list[tuple[tuple[str, int | None
   return x, record
 
 
-def _moments(record):
-  """{unit: (count, sum, sum of squares)} of the recorded outputs (float32)."""
-  out = {}
-  for unit, y in record:
-    y = y.astype(jnp.float32)
-    n, s, q = out.get(unit, (0, 0.0, 0.0))
-    out[unit] = (n + y.size, s + jnp.sum(y), q + jnp.sum(jnp.square(y)))
-  return out
+def _pooled(parts):
+  """Variance of the union of parts [(count, mean, variance)]: Σ n (var + (mean − m)²) / N,
+  m the pooled mean (no E[y²] − E[y]² cancellation)."""
+  total = sum(n for n, _, _ in parts)
+  mean = sum(n * m for n, m, _ in parts) / total
+  return sum(n * (v + jnp.square(m - mean)) for n, m, v in parts) / total
 
 
 def unit_name(unit) -> str:
@@ -178,15 +176,13 @@ def output_variances(data, params, batches=None) -> dict[str, float]:
 def _variance_fn(data, order, slices):
   def variances(params, scales, batches):
     params = _scaled_params(params, slices, scales)
-    totals = {}
+    parts = {u: [] for u in order}
     for batch in batches:
       _, record = layer_outputs(data.model(params), data.inputs(batch))
-      for unit, (n, s, q) in _moments(record).items():
-        n0, s0, q0 = totals.get(unit, (0, 0.0, 0.0))
-        totals[unit] = (n0 + n, s0 + s, q0 + q)
-    mean = jnp.stack([totals[u][1] / totals[u][0] for u in order])
-    square = jnp.stack([totals[u][2] / totals[u][0] for u in order])
-    return square - jnp.square(mean)
+      for unit, y in record:
+        y = y.astype(jnp.float32)
+        parts[unit].append((y.size, jnp.mean(y), jnp.var(y)))
+    return jnp.stack([_pooled(parts[u]) for u in order])
   return jax.jit(variances)
 
 
@@ -204,10 +200,8 @@ def lsuv(tol: float = 0.1, max_iters: int = 10, orthogonal: bool = True, num_bat
   Layers, outputs and stacked params: see the module docstring. A layer whose output has
   zero or non-finite variance raises a ValueError naming it.
   """
-  datastage.check_positive("lsuv", tol=tol, max_iters=max_iters, num_batches=num_batches)
-  if not isinstance(max_iters, int) or not isinstance(num_batches, int):
-    raise ValueError(f"init scheme 'lsuv': max_iters={max_iters!r} and num_batches="
-                     f"{num_batches!r} must be ints")
+  datastage.check_positive("lsuv", ("max_iters", "num_batches"), tol=tol, max_iters=max_iters,
+                           num_batches=num_batches)
 
   def scheme(key, params, ctx=None):
     data = datastage.data_context(ctx, "lsuv")

@@ -134,7 +134,8 @@ def metainit(steps: int = 500, lr: float = 0.1, momentum: float = 0.9, eps: floa
   """
   if data not in DATA:
     raise ValueError(f"init scheme 'metainit': data={data!r}; valid choices: {', '.join(DATA)}")
-  datastage.check_positive("metainit", steps=steps, lr=lr, eps=eps, num_batches=num_batches)
+  datastage.check_positive("metainit", ("steps", "num_batches"), steps=steps, lr=lr, eps=eps,
+                           num_batches=num_batches)
   if not 0 <= momentum < 1:
     raise ValueError(f"init scheme 'metainit': momentum={momentum!r} must be in [0, 1)")
 
