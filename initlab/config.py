@@ -28,7 +28,7 @@ SCHEDULES = ('constant', 'cosine', 'warmup_cosine')
 DTYPES = ('float32', 'bfloat16', 'float16', 'float64')
 # Keys checked by their own rules (their schema depends on another value, or several types
 # are valid).
-_FREE_KEYS = ('model', 'init', 'optimizer.kwargs', 'sharding')
+_FREE_KEYS = ('model', 'init', 'optimizer.kwargs', 'sharding', 'data.graph')
 _NOT_OPTIMIZERS = ('lbfgs', 'scale_by_learning_rate', 'scale_by_rprop')
 
 
@@ -56,6 +56,8 @@ def default_config() -> ml_collections.ConfigDict:
       image_scale=config_dict.placeholder(float),
       train_split='train',
       eval_split='test',
+      # Options of a generated graph ('csbm', 'chung_lu'; initlab.data.graphs), checked there.
+      graph=ml_collections.ConfigDict(),
   ))
   # Width parametrization (initlab.init.families.parametrization, Tensor Programs V):
   # 'standard' leaves the init scheme and the optimizer as they are; 'ntk' and 'mup' scale

@@ -31,5 +31,8 @@ from initlab.data.sources import prepare
 # The datasets: each module registers itself (`@register_dataset`) when imported.
 from initlab.data import catalog  # pylint: disable=g-bad-import-order
 from initlab.data import digits
+from initlab.data import graphs
+from initlab.data import planetoid
 from initlab.data import tiny_shakespeare
+from initlab.data.graphs import graph
 from initlab.data.digits import digits_transform

@@ -12,6 +12,7 @@ int32 (B,) for classification, 'inputs' and 'targets' int32 (B, seq_len) for
 language modelling.
 """
 import dataclasses
+from typing import Any
 
 import grain
 
@@ -25,12 +26,14 @@ class Metadata:
 
   Attributes:
     name: the dataset name from the config.
-    task: 'classification' or 'lm' (`registry.TASKS`).
+    task: 'classification', 'lm' or 'node_classification' (`registry.TASKS`).
     input_shape: per-example shape of 'image' (classification) or 'inputs'
       (lm, `(seq_len,)`); may hold None for variable-size TFDS images.
     num_classes: number of labels (classification), else None.
     vocab_size: number of token ids (lm), else None.
-    num_train_examples: examples (lm: windows) in the train split.
+    num_train_examples: examples (lm: windows) in the train split; a graph: its train nodes.
+    graph_stats: for graph datasets (task 'node_classification'), the facts init schemes
+      read (`initlab.data.graphs.graph_stats`), else None.
   """
   name: str
   task: str
@@ -38,6 +41,7 @@ class Metadata:
   num_classes: int | None
   vocab_size: int | None
   num_train_examples: int
+  graph_stats: Any = dataclasses.field(default=None, compare=False, repr=False)
 
 
 def _open(cfg, split: str) -> tuple[registry.DatasetEntry, registry.Split]:
@@ -48,8 +52,9 @@ def _open(cfg, split: str) -> tuple[registry.DatasetEntry, registry.Split]:
 def metadata(cfg) -> Metadata:
   """Returns the `Metadata` of `config.data` (opens its train split)."""
   entry, split = _open(cfg, registry.option(cfg, 'train_split', 'train'))
+  num = len(split.source) if split.num_examples is None else split.num_examples
   return Metadata(cfg['name'], entry.task, tuple(split.input_shape),
-                  split.num_classes, split.vocab_size, len(split.source))
+                  split.num_classes, split.vocab_size, num, split.graph_stats)
 
 
 def build(

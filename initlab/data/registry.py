@@ -15,7 +15,9 @@ from typing import Any, Callable
 
 import tensorflow_datasets as tfds
 
-TASKS = ('classification', 'lm')  # The batch keys of each task: `Split.transform`.
+# The batch keys of each task: `Split.transform`; 'node_classification': one full-batch graph
+# (`initlab.data.graphs`).
+TASKS = ('classification', 'lm', 'node_classification')
 CATALOG = '*'                     # Entry name of the TFDS-catalog fallback.
 
 
@@ -31,12 +33,17 @@ class Split:
     input_shape: per-example shape of 'image' / 'inputs' (None: variable size).
     num_classes: number of labels (classification), else None.
     vocab_size: number of token ids (lm), else None.
+    num_examples: the examples `Metadata.num_train_examples` counts (None: `len(source)`;
+      a graph: its train nodes).
+    graph_stats: a graph's facts for init schemes (`initlab.data.graphs.graph_stats`), else None.
   """
   source: Any
   transform: Callable[[Any], dict[str, Any]] | None
   input_shape: tuple[int | None, ...]
   num_classes: int | None = None
   vocab_size: int | None = None
+  num_examples: int | None = None
+  graph_stats: Any = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -41,7 +41,8 @@ def test_registered_dataset_is_read_by_metadata_and_build(toy):
 def test_unknown_name_lists_the_registered_ones(toy, tmp_path):
   del toy
   with pytest.raises(ValueError, match=r"data.name='no_such_set': expected one of the "
-                     r"registered datasets \['digits', 'tiny_shakespeare', 'toy'\] or a "
+                     r"registered datasets \['chung_lu', 'citeseer', 'cora', 'csbm', 'digits', "
+                     r"'tiny_shakespeare', 'toy'\] or a "
                      r"TFDS catalog name"):
     data.metadata(dict(name='no_such_set', data_dir=str(tmp_path)))
   with pytest.raises(ValueError, match=r"data.name=None"):
@@ -54,7 +55,7 @@ def test_registration_again_and_bad_registrations(toy):
                                        r"to .*test_registry._open_toy; pick another name"):
     data.register_dataset('toy', task='classification')(lambda cfg, split: None)
   with pytest.raises(ValueError, match=r"task='regression'; valid tasks: "
-                                       r"\('classification', 'lm'\)"):
+                                       r"\('classification', 'lm', 'node_classification'\)"):
     data.register_dataset('toy2', task='regression')(_open_toy)
   with pytest.raises(ValueError, match=r'builder must be a tfds.core.DatasetBuilder'):
     data.register_dataset('toy2', task='lm', builder=dict)(_open_toy)
