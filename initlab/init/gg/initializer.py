@@ -85,7 +85,7 @@ def _check_options(beta, gain, mode, truncate, sampler):
 
 def generalized_gaussian(beta: float, gain: float = math.sqrt(2.0), mode: str = "fan_in",
                          truncate: float | None = None, in_axis: Axes = -2, out_axis: Axes = -1,
-                         batch_axis: Axes = (), sampler: str = "fast"):
+                         batch_axis: Axes = (), sampler: str = "auto"):
   """GG initializer: w ~ GG(0, α, β) with Var(w) = gain²/n (arXiv 2506.00486; module doc).
 
   Args:
@@ -98,8 +98,10 @@ def generalized_gaussian(beta: float, gain: float = math.sqrt(2.0), mode: str = 
       Var(w) is still gain²/n; the support becomes ±c·σ/√κ with σ = gain/√n. Rejection sampling.
     in_axis, out_axis, batch_axis: layout, as in `jax.nn.initializers.variance_scaling`;
       `Rules` binds them from each param's spec.
-    sampler: "fast" (vectorized Marsaglia–Tsang, default) or "jax"
-      (α·`jax.random.generalized_normal`, ~100× slower on CPU). Same distribution.
+    sampler: "auto" (default: inversion, "icdf", for float32 and 0.3 ≤ β ≤ 8, at about
+      `jax.random.normal`'s cost and shardable; else "marsaglia_tsang"), "icdf",
+      "marsaglia_tsang" or "jax" (α·`jax.random.generalized_normal`, ~100× slower on CPU).
+      Same distribution (`initlab.init.gg.sampling`).
 
   Returns:
     `init(key, shape, dtype=float32) -> Array`. Draws in float32 (float64 if `dtype` is
@@ -128,7 +130,7 @@ register_initializer("gg", "generalized_gaussian")(generalized_gaussian)
 @register_scheme("gg_model")
 def gg_model(beta: float = 2.0, gain: float = math.sqrt(2.0), mode: str = "fan_in",
              truncate: float | None = None, include_embeddings: bool = False,
-             embedding_fan_in: str = "features", sampler: str = "fast"):
+             embedding_fan_in: str = "features", sampler: str = "auto"):
   """Whole-model GG init (arXiv 2506.00486; initlab's reading of the authors' `gg_init`).
 
   Kernels get `generalized_gaussian(beta, gain, mode, truncate)` with their own fans; biases and

@@ -2,19 +2,34 @@
 
 If G ~ Gamma(1/β, 1) then |X| = G^{1/β} (with a random sign) has density
 β/(2Γ(1/β))·exp(−|x|^β) (change of variables g = |x|^β; e.g. Nardon & Pianca, J. Stat. Comput.
-Simul. 79(11), 2009). `jax.random.generalized_normal` samples it through
-`jax.random.gamma`, whose per-element rejection loop is 60–100× slower than `normal` on CPU.
+Simul. 79(11), 2009). Three samplers of that one distribution:
 
-The "fast" sampler draws Gamma(a) by Marsaglia & Tsang (2000, ACM TOMS 26(3)), fully vectorized:
+"icdf" (the default for float32 and β ∈ [0.3, 8]): inversion, one 32-bit word per draw, as cheap
+as `jax.random.normal` (benchmarks/gg.py). Bit 31 is the sign; bit 30 picks the half of the
+|X|-distribution; bits 0–29 give v = (m + ½)·2⁻³¹ ∈ (0, ½). In the upper half v is the
+survival S = P(|X| > x), in the lower half the CDF F = P(|X| ≤ x); then
+  x = Q⁺(v) = (Γ⁻¹_upper(1/β, v))^{1/β}   or   x = Q⁻(v) = (Γ⁻¹_lower(1/β, v))^{1/β},
+both read from a float64-built table of cubic Hermite pieces (end values by scipy's
+gammainccinv / gammaincinv, end slopes dx/dv = ∓1/p(x), p the density of |X|) over 32 octaves
+of v × 64 cells each, indexed by v's float32 exponent and top mantissa bits, so the relative
+resolution is the same near x = 0 and deep in the tail: the table's quantile error is ~1e-7
+relative (float32 rounding; tests/init/test_gg_init.py), and the tails reach S = 2⁻³², further
+than `jax.random.normal`'s 2⁻²⁴. Truncation |X| ≤ b is inversion too: F = F(b)·u, no rejection.
+Everything is elementwise on the output's shape, so under `jit` with sharded outputs every
+device computes only its shards (same bits on any mesh: partitionable threefry).
+
+"marsaglia_tsang": Gamma(a) by Marsaglia & Tsang (2000, ACM TOMS 26(3)), fully vectorized:
   d = a − 1/3,  c = 1/√(9d),  z ~ N(0,1),  u ~ U(0,1),  v = (1 + cz)³,
   accept iff 1 + cz > 0 and log u < z²/2 + d − dv + d·log v;  then G = d·v.
 It needs a ≥ 1, so for β > 1 (a = 1/β < 1) it uses the boost G_a = G_{a+1}·U^{1/a}, which for
 |X| = G_a^{1/β} simplifies to |X| = G_{1+1/β}^{1/β}·U (no underflow). Rejected entries (≤ ~8%,
 plus those beyond an optional truncation bound) are refilled from a pool of fresh proposals
 of size ⌈n/8⌉ + 64 (the r-th rejected slot takes the r-th accepted proposal) until none is
-left: usually one refill round. Normals come from erf⁻¹ of 23-bit uniforms, as in
-`jax.random.normal`; all randomness of a proposal comes from one `jax.random.bits` call, which
-keeps compilation short. On CPU this costs ~3–5× `jax.random.normal` (benchmarks/gg.py).
+left: usually one refill round. Exact in float64 too; ~3–5× `jax.random.normal` on CPU, and
+its flat refill pool is not sharded (whole-tensor temporaries on every device).
+
+"jax": `jax.random.generalized_normal` (through `jax.random.gamma`, 60–100× slower than
+`normal` on CPU): the reference.
 """
 from __future__ import annotations
 
@@ -24,8 +39,69 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from scipy import special
 
-SAMPLERS = ("fast", "jax")
+SAMPLERS = ("auto", "icdf", "marsaglia_tsang", "jax")
+ICDF_BETAS = (0.3, 8.0)   # where "auto" picks "icdf" (tested there); else "marsaglia_tsang"
+_OCTAVES, _CELL_BITS = 32, 6   # table: v ∈ [2⁻³², 1) by octave, 2⁶ cells per octave
+
+
+@functools.lru_cache(maxsize=64)
+def icdf_table(beta: float) -> np.ndarray:
+  """(2·32·64, 4) float32 cubic coefficients c of x(t) = c0 + t(c1 + t(c2 + t·c3)), t ∈ [0, 1)
+  across a cell. Rows [0, 2048): Q⁺ (v = survival of |X|), then Q⁻ (v = CDF); row
+  (half·32 + e + 32)·64 + j covers v ∈ 2^e·[1 + j/64, 1 + (j+1)/64] (module doc). Hermite
+  pieces through the float64 quantiles and slopes at the cell ends. Of the octave [½, 1) only
+  v = ½ is read; its cells reaching v = 1 (Q⁻(1) = ∞) are set to 0.
+  """
+  a = 1.0 / beta
+  octave = 2.0 ** np.arange(-_OCTAVES, 0, dtype=np.float64)[:, None]
+  cells = np.arange(2**_CELL_BITS)[None, :] / 2**_CELL_BITS
+  lo, hi = octave * (1 + cells), octave * (1 + cells + 2.0**-_CELL_BITS)
+  rows = []
+  for inverse, sign in ((special.gammainccinv, -1.0), (special.gammaincinv, 1.0)):
+    ends = []
+    for v in (lo, hi):
+      g = inverse(a, v)   # float64
+      slope = sign * math.exp(math.lgamma(a)) / beta * np.exp(g)   # dx/dv = ±1/p(x)
+      ends.append((g ** a, slope * (hi - lo)))
+    (x0, m0), (x1, m1) = ends
+    with np.errstate(invalid="ignore"):
+      coef = (x0, m0, 3 * (x1 - x0) - 2 * m0 - m1, 2 * (x0 - x1) + m0 + m1)
+    rows.append(np.stack(coef, -1).reshape(-1, 4))
+  table = np.concatenate(rows)
+  return np.where(np.isfinite(table), table, 0.0).astype(np.float32)
+
+
+def icdf_lookup(table, v, lower):
+  """x = Q⁻(v) where `lower` else Q⁺(v), for float32 v ∈ [2⁻³², ½] (module doc)."""
+  vb = jax.lax.bitcast_convert_type(v, jnp.int32)
+  frac = 23 - _CELL_BITS
+  octave = (vb >> 23) - 127 + _OCTAVES
+  cell = (lower.astype(jnp.int32) * _OCTAVES + octave) * 2**_CELL_BITS
+  cell += (vb >> frac) & (2**_CELL_BITS - 1)
+  t = (vb & (2**frac - 1)).astype(jnp.float32) * 2.0**-frac
+  c = jnp.asarray(table)[cell]
+  return c[..., 0] + t * (c[..., 1] + t * (c[..., 2] + t * c[..., 3]))
+
+
+@functools.partial(jax.jit, static_argnames=("shape",))
+def _icdf(key, table, mass, bound, *, shape):
+  """float32 draws of `shape`; with mass = F(bound) < 1 conditioned on |X| ≤ bound."""
+  bits = jax.random.bits(key, shape, jnp.uint32)
+  sign = jnp.where(bits >> 31 == 1, -1.0, 1.0).astype(jnp.float32)
+  if bound is None:
+    lower = (bits >> 30) & 1 == 1
+    v = ((bits & (2**30 - 1)).astype(jnp.float32) + 0.5) * 2.0**-31
+  else:   # CDF y = F(b)·u; the half with y > ½ reads Q⁺ at S = 1 − y (exact in float32)
+    y = mass * (((bits & (2**31 - 1)).astype(jnp.float32) + 0.5) * 2.0**-31)
+    lower = y <= 0.5
+    v = jnp.maximum(jnp.where(lower, y, 1.0 - y), 2.0**-32)
+  x = icdf_lookup(table, v, lower)
+  if bound is not None:
+    x = jnp.minimum(x, bound)   # the last cell's rounding
+  return sign * x
 
 
 def _uniform_bits(bits, dtype):
@@ -115,7 +191,7 @@ def _jax_flat(key, bound, *, beta, n, dtype):
 
 
 def standard_gg(key: jax.Array, beta: float, shape, dtype=jnp.float32, *,
-                bound: float | None = None, sampler: str = "fast") -> jax.Array:
+                bound: float | None = None, sampler: str = "auto") -> jax.Array:
   """Draws of X with density β/(2Γ(1/β))·exp(−|x|^β), optionally truncated to |X| ≤ bound.
 
   Args:
@@ -124,13 +200,14 @@ def standard_gg(key: jax.Array, beta: float, shape, dtype=jnp.float32, *,
     shape: output shape.
     dtype: float dtype of the result; computed in float64 if it is float64 (with x64 enabled),
       else in float32.
-    bound: if given, the draws are conditioned on |X| ≤ bound (by rejection).
-    sampler: "fast" (vectorized Marsaglia–Tsang, this module) or "jax"
-      (`jax.random.generalized_normal`); the same distribution, different random streams.
+    bound: if given, the draws are conditioned on |X| ≤ bound.
+    sampler: "icdf", "marsaglia_tsang" or "jax" (module doc): the same distribution, different
+      random streams. "auto" is "icdf" for float32 and β ∈ `ICDF_BETAS`, else "marsaglia_tsang".
 
   Returns:
-    Array of `shape` and `dtype`: the first n = prod(shape) of `_bucket(n)` draws, compiled
-    once per (bucket, dtype, β > 1) and reused for every β.
+    Array of `shape` and `dtype`. "icdf" draws `shape` elementwise (shardable); the others draw
+    the first n = prod(shape) of `_bucket(n)` flat draws, compiled once per (bucket, dtype,
+    β > 1) and reused for every β.
   """
   if sampler not in SAMPLERS:
     raise ValueError(f"sampler={sampler!r}; valid choices: {SAMPLERS}")
@@ -138,11 +215,18 @@ def standard_gg(key: jax.Array, beta: float, shape, dtype=jnp.float32, *,
   n = math.prod(shape)
   out_dtype = jax.dtypes.canonicalize_dtype(dtype)
   dtype = out_dtype if out_dtype == jnp.float64 else jnp.dtype(jnp.float32)
+  if sampler == "auto":
+    icdf = dtype == jnp.float32 and ICDF_BETAS[0] <= beta <= ICDF_BETAS[1]
+    sampler = "icdf" if icdf else "marsaglia_tsang"
   if n == 0:
     return jnp.zeros(shape, out_dtype)
+  if sampler == "icdf":
+    mass = None if bound is None else float(special.gammainc(1.0 / beta, bound**beta))
+    x = _icdf(key, icdf_table(float(beta)), mass, bound, shape=shape)
+    return x.astype(out_dtype)
   bound = jnp.asarray(math.inf if bound is None else bound, jnp.float32)
   m = _bucket(n)
-  if sampler == "fast":
+  if sampler == "marsaglia_tsang":
     beta_arr = jnp.asarray(beta, jnp.float64 if dtype == jnp.float64 else jnp.float32)
     flat = _fast_flat(key, beta_arr, bound, n=m, dtype=dtype, boost=bool(beta > 1.0))
   else:
