@@ -1,0 +1,34 @@
+"""Poincaré-ball geometry for hyperbolic networks (HNN++, arXiv 2006.08210; Poincaré ResNet,
+arXiv 2303.14027), in plain JAX. Below `initlab.models`: imports nothing from models or train.
+
+  core   mobius_add, project, expmap0, logmap0 with hand-written VJPs (`use_custom_vjp`), the
+         dtype-aware ε, the learnable-curvature helpers
+  ball   lambda_x, mobius_scalar, expmap/logmap at any point, dist, gyration, transport,
+         midpoint, frechet_variance
+
+Points are (..., d) arrays (batched over leading axes), c > 0 a scalar: the ball is
+{c‖x‖² < 1}, with curvature −c.
+"""
+
+from initlab.hyperbolic.ball import (  # noqa: F401
+  dist,
+  expmap,
+  frechet_variance,
+  gyration,
+  lambda_x,
+  logmap,
+  midpoint,
+  mobius_scalar,
+  transport,
+)
+from initlab.hyperbolic.core import (  # noqa: F401
+  custom_vjp_enabled,
+  expmap0,
+  logmap0,
+  mobius_add,
+  proj_eps,
+  project,
+  softplus_curvature,
+  softplus_inverse,
+  use_custom_vjp,
+)

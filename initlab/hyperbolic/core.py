@@ -1,0 +1,301 @@
+"""The four ops that dominate a Poincaré network's graph, with hand-written backward passes.
+
+Möbius addition, projection, exp₀ and log₀ on the Poincaré ball 𝔹ⁿ_c = {c‖x‖² < 1}
+(curvature −c, c > 0) of Ganea, Bécigneul & Hofmann 2018 (arXiv 1805.09112, eqs. 3 and 13),
+as used by HNN++ (Shimizu et al., arXiv 2006.08210) and Poincaré ResNet (van Spengler,
+Berkhout & Mettes, arXiv 2303.14027, whose fix (iii) is these closed-form backward passes).
+
+Each op is a `jax.custom_vjp` whose backward pass returns the cotangents of the inputs AND of
+the curvature c (so c may be learnable). `use_custom_vjp(False)` switches to plain autodiff of
+the same forward formula, for comparison; the switch is read when a function is traced, so a
+function jitted under one setting keeps it (jax caches traces by function object: set the switch
+inside the traced function, or trace a new one).
+
+Shapes: points and tangent vectors are (..., d), batched over leading axes (broadcast like
+numpy); c is a scalar (Python number or 0-d array). float32 and float64.
+
+Numerics: norms are clamped to ≥ 1e-15 before dividing (exact zeros give finite values and
+gradients), the artanh argument √c‖y‖ is clamped to ≤ 1 − machine ε (points on or outside the
+boundary give finite values), and `project` pulls points to ‖x‖ ≤ (1 − ε)/√c with a dtype-aware
+ε = 4e-3 (float32) or 1e-5 (float64). Möbius addition is evaluated in the algebraically equal,
+cancellation-free form
+  x ⊕ y = [(1 − c‖x‖²)(x + y) + c‖x + y‖² x] / [(1 − c‖x‖²)(1 − c‖y‖²) + c‖x + y‖²],
+(use 1 + 2c⟨x,y⟩ + c‖y‖² = (1 − c‖x‖²) + c‖x + y‖²), so (−x) ⊕ x is exactly 0 even at the
+boundary, where the textbook form loses every digit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+MIN_NORM = 1e-15
+_PROJ_EPS = {np.dtype('float32'): 4e-3, np.dtype('float64'): 1e-5}
+_CUSTOM = [True]
+
+
+def custom_vjp_enabled() -> bool:
+  return _CUSTOM[0]
+
+
+@contextlib.contextmanager
+def use_custom_vjp(enabled: bool = True):
+  """Within the block, the core ops trace with (True) or without (False) their custom VJPs."""
+  old = _CUSTOM[0]
+  _CUSTOM[0] = bool(enabled)
+  try:
+    yield
+  finally:
+    _CUSTOM[0] = old
+
+
+def float_dtype(*xs):
+  """The common dtype of `xs`; float32 or float64, anything else is an error."""
+  dt = np.dtype(jnp.result_type(*xs))
+  if dt not in _PROJ_EPS:
+    raise ValueError(
+      f'Poincaré-ball ops take float32 or float64 arrays, got dtype {dt}; '
+      'valid dtypes: float32, float64'
+    )
+  return dt
+
+
+def proj_eps(dtype) -> float:
+  """Boundary margin of `project`: 4e-3 for float32, 1e-5 for float64."""
+  return _PROJ_EPS[float_dtype(jnp.zeros((), dtype))]
+
+
+def artanh_max(dtype) -> float:
+  """Largest artanh argument used: 1 − machine ε of `dtype`."""
+  return 1.0 - float(np.finfo(dtype).eps)
+
+
+def as_curvature(c, dtype):
+  """c as a 0-d array of `dtype`; c must be a scalar, and positive where it is concrete."""
+  if isinstance(c, (int, float, np.number)) and not c > 0:
+    raise ValueError(f'curvature c must be > 0 (the ball has curvature -c), got c={c}')
+  c = jnp.asarray(c, dtype)
+  if c.ndim != 0:
+    raise ValueError(f'curvature c must be a scalar, got shape {c.shape}')
+  return c
+
+
+def softplus_curvature(raw):
+  """A learnable curvature, positive by construction: c = softplus(raw) = log(1 + eʳᵃʷ)."""
+  return jax.nn.softplus(raw)
+
+
+def softplus_inverse(c):
+  """raw with softplus(raw) = c (c > 0): log(eᶜ − 1)."""
+  return jnp.log(jnp.expm1(c))
+
+
+def sqnorm(x):
+  return jnp.sum(x * x, axis=-1, keepdims=True)
+
+
+def norm(x):
+  """‖x‖ over the last axis (keepdims), clamped to ≥ MIN_NORM (zero gradient below it)."""
+  return jnp.sqrt(jnp.maximum(sqnorm(x), MIN_NORM**2))
+
+
+def _dot(a, b):
+  return jnp.sum(a * b, axis=-1, keepdims=True)
+
+
+def _sum_to(g, shape):
+  """Sum a broadcast cotangent `g` back to `shape` (numpy broadcasting rules)."""
+  lead = g.ndim - len(shape)
+  g = jnp.sum(g, axis=tuple(range(lead))) if lead else g
+  axes = tuple(i for i, n in enumerate(shape) if n == 1 and g.shape[i] != 1)
+  return jnp.sum(g, axis=axes, keepdims=True) if axes else g
+
+
+# ---- Möbius addition -------------------------------------------------------------------------
+
+
+def _add_terms(x, y, c):
+  s = x + y
+  q = c * sqnorm(s)
+  bx = 1 - c * sqnorm(x)
+  by = 1 - c * sqnorm(y)
+  return s, q, bx, by
+
+
+def _add_fwd_value(x, y, c):
+  s, q, bx, by = _add_terms(x, y, c)
+  return (bx * s + q * x) / (bx * by + q)
+
+
+@jax.custom_vjp
+def _add_custom(x, y, c):
+  return _add_fwd_value(x, y, c)
+
+
+def _add_fwd(x, y, c):
+  return _add_fwd_value(x, y, c), (x, y, c)
+
+
+def _add_bwd(res, u):
+  # x ⊕ y = (a x + b y)/D, a = 1 + 2c⟨x,y⟩ + c‖y‖², b = 1 − c‖x‖², D = 1 + 2c⟨x,y⟩ + c²‖x‖²‖y‖².
+  # θ = ⟨u, a x + b y⟩, t = θ/D, k = 2c/D:
+  #   x̄ = (a/D)u − k(c‖y‖² t + ⟨u,y⟩)x + k(⟨u,x⟩ − t)y
+  #   ȳ = (b/D)u + k(⟨u,x⟩ − t)x + k(⟨u,x⟩ − c‖x‖² t)y
+  #   c̄ = Σ [⟨u,x⟩(2⟨x,y⟩ + ‖y‖²) − ⟨u,y⟩‖x‖² − t(2⟨x,y⟩ + 2c‖x‖²‖y‖²)] / D
+  x, y, c = res
+  _, q, bx, by = _add_terms(x, y, c)
+  a, b, d = bx + q, bx, bx * by + q
+  x2, y2, xy = sqnorm(x), sqnorm(y), _dot(x, y)
+  ux, uy = _dot(u, x), _dot(u, y)
+  t = (a * ux + b * uy) / d
+  k = 2 * c / d
+  gx = (a / d) * u - k * (c * y2 * t + uy) * x + k * (ux - t) * y
+  gy = (b / d) * u + k * (ux - t) * x + k * (ux - c * x2 * t) * y
+  gc = (ux * (2 * xy + y2) - uy * x2 - t * (2 * xy + 2 * c * x2 * y2)) / d
+  return _sum_to(gx, x.shape), _sum_to(gy, y.shape), jnp.sum(gc).astype(c.dtype)
+
+
+_add_custom.defvjp(_add_fwd, _add_bwd)
+
+
+def mobius_add(x, y, c):
+  """Möbius addition x ⊕ y on 𝔹ⁿ_c (Ganea et al. 2018, eq. 3). x, y: (..., d), broadcast."""
+  dt = float_dtype(x, y)
+  x, y, c = jnp.asarray(x, dt), jnp.asarray(y, dt), as_curvature(c, dt)
+  return (_add_custom if custom_vjp_enabled() else _add_fwd_value)(x, y, c)
+
+
+# ---- projection ------------------------------------------------------------------------------
+
+
+def _radius(c, dtype):
+  return (1 - proj_eps(dtype)) / jnp.sqrt(c)
+
+
+def _project_value(x, c):
+  n, r = norm(x), _radius(c, x.dtype)
+  return jnp.where(n > r, x * (r / n), x)
+
+
+@jax.custom_vjp
+def _project_custom(x, c):
+  return _project_value(x, c)
+
+
+def _project_fwd(x, c):
+  return _project_value(x, c), (x, c)
+
+
+def _project_bwd(res, u):
+  # Inside: identity. Outside, y = R x/‖x‖ with R = (1 − ε)/√c:
+  #   x̄ = (R/‖x‖)(u − ⟨u,x̂⟩x̂),   c̄ = −⟨u,x̂⟩ R/(2c).
+  x, c = res
+  n, r = norm(x), _radius(c, x.dtype)
+  out = n > r
+  ux = _dot(u, x) / n
+  gx = jnp.where(out, (r / n) * (u - ux * x / n), u)
+  gc = jnp.where(out, -ux * r / (2 * c), 0)
+  return gx, jnp.sum(gc).astype(c.dtype)
+
+
+_project_custom.defvjp(_project_fwd, _project_bwd)
+
+
+def project(x, c):
+  """Pull x into the closed ball ‖x‖ ≤ (1 − ε)/√c (ε from `proj_eps`); inside points unchanged."""
+  dt = float_dtype(x)
+  x, c = jnp.asarray(x, dt), as_curvature(c, dt)
+  return (_project_custom if custom_vjp_enabled() else _project_value)(x, c)
+
+
+# ---- exp₀ and log₀ ---------------------------------------------------------------------------
+
+
+def _expmap0_value(v, c):
+  sc = jnp.sqrt(c)
+  z = sc * norm(v)
+  return (jnp.tanh(z) / z) * v
+
+
+@jax.custom_vjp
+def _expmap0_custom(v, c):
+  return _expmap0_value(v, c)
+
+
+def _expmap0_fwd(v, c):
+  return _expmap0_value(v, c), (v, c)
+
+
+def _expmap0_bwd(res, u):
+  # y = g(z) v, g(z) = tanh(z)/z, z = √c‖v‖. With h = sech²z − g(z) (no cancellation problem:
+  # it multiplies a unit-direction term, so its absolute error stays at machine ε):
+  #   v̄ = g u + h⟨u,v̂⟩v̂,   c̄ = ⟨u,v⟩ h/(2c).
+  v, c = res
+  sq = sqnorm(v)
+  n = norm(v)
+  z = jnp.sqrt(c) * n
+  th = jnp.tanh(z)
+  g = th / z
+  h = (1 - th * th) - g
+  vh = v / n
+  radial = jnp.where(sq < MIN_NORM**2, 0, h * _dot(u, vh))
+  gv = g * u + radial * vh
+  gc = _dot(u, v) * h / (2 * c)
+  return gv, jnp.sum(gc).astype(c.dtype)
+
+
+_expmap0_custom.defvjp(_expmap0_fwd, _expmap0_bwd)
+
+
+def expmap0(v, c):
+  """exp₀(v) = tanh(√c‖v‖) v/(√c‖v‖) (Ganea et al. 2018, eq. 13 at x = 0). v: (..., d)."""
+  dt = float_dtype(v)
+  v, c = jnp.asarray(v, dt), as_curvature(c, dt)
+  return (_expmap0_custom if custom_vjp_enabled() else _expmap0_value)(v, c)
+
+
+def _logmap0_value(y, c):
+  sc = jnp.sqrt(c)
+  zr = sc * norm(y)
+  z = jnp.minimum(zr, artanh_max(y.dtype))
+  return (jnp.arctanh(z) / zr) * y
+
+
+@jax.custom_vjp
+def _logmap0_custom(y, c):
+  return _logmap0_value(y, c)
+
+
+def _logmap0_fwd(y, c):
+  return _logmap0_value(y, c), (y, c)
+
+
+def _logmap0_bwd(res, u):
+  # v = h(z) y, h = artanh(z)/z, z = √c‖y‖; A = 1/(1 − z²), or 0 where z is clamped at the top:
+  #   ȳ = h u + (A − h)⟨u,ŷ⟩ŷ,   c̄ = ⟨u,y⟩ (A − h)/(2c).
+  y, c = res
+  sq = sqnorm(y)
+  n = norm(y)
+  zr = jnp.sqrt(c) * n
+  top = zr > artanh_max(y.dtype)
+  z = jnp.minimum(zr, artanh_max(y.dtype))
+  h = jnp.arctanh(z) / zr
+  a = jnp.where(top, 0, 1 / (1 - z * z))
+  yh = y / n
+  radial = jnp.where(sq < MIN_NORM**2, 0, (a - h) * _dot(u, yh))
+  gy = h * u + radial * yh
+  gc = _dot(u, y) * (a - h) / (2 * c)
+  return gy, jnp.sum(gc).astype(c.dtype)
+
+
+_logmap0_custom.defvjp(_logmap0_fwd, _logmap0_bwd)
+
+
+def logmap0(y, c):
+  """log₀(y) = artanh(√c‖y‖) y/(√c‖y‖) (Ganea et al. 2018, eq. 13 at x = 0). y: (..., d)."""
+  dt = float_dtype(y)
+  y, c = jnp.asarray(y, dt), as_curvature(c, dt)
+  return (_logmap0_custom if custom_vjp_enabled() else _logmap0_value)(y, c)
