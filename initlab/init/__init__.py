@@ -39,3 +39,4 @@ from initlab.init.sharded import (ArchitectureChange, abstract_model, create_sha
 from initlab.sharding import make_mesh, state_shardings  # Re-exported: one home, initlab.sharding.
 from initlab.init import gg  # noqa: F401  (registers "gg", "gg_model")
 from initlab.init import stages  # noqa: F401  (registers "from_pretrained")
+from initlab.init import virgo  # noqa: F401  (ii.virgo.variances; registers "virgo")
