@@ -69,9 +69,10 @@ def summary(sv) -> dict[str, float]:
   max_sv, min_sv: over all examples; condition: mean over examples of σ_max/σ_min (inf if
   some σ_min is 0, NaN if some J is 0). All NaN for no examples (E = 0).
   """
-  sv = np.asarray(sv, np.float64).reshape(-1, np.shape(sv)[-1])
-  if not sv.size:
+  sv = np.asarray(sv, np.float64)
+  if not sv.size:  # Also [] read back from JSON (a (0, k) array loses its k there).
     return dict(mean_sq_sv=np.nan, max_sv=np.nan, min_sv=np.nan, condition=np.nan)
+  sv = sv.reshape(-1, sv.shape[-1])
   with np.errstate(divide="ignore", invalid="ignore"):
     cond = np.where(sv[:, -1] > 0, sv[:, 0] / sv[:, -1], np.where(sv[:, 0] > 0, np.inf, np.nan))
   return dict(mean_sq_sv=float(np.mean(sv**2)), max_sv=float(sv.max()),

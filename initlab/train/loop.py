@@ -19,7 +19,8 @@ config differs in more than `rundir.RESUMABLE` (train.steps and cosmetics); `for
 deletes that run's outputs instead. A finished run is left as it is: rerunning it trains
 nothing and rewrites neither config.json nor summary.json. On resume, metrics.jsonl is cut
 back to the restored step, and summary.json's wall_s adds up the time of every process that
-trained the run.
+trained the run. A graph dataset (task 'node_classification') trains full batch: the whole
+graph, replicated on the mesh, is every step's batch (`initlab.train.node_task`).
 """
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ import initlab.init as ii
 from initlab.init.families import parametrization as parametrization_lib
 from initlab.train import checkpoint as ckpt_lib
 from initlab.train import metrics as metrics_lib
+from initlab.train import node_task
 from initlab.train import optim
 from initlab.train import runtime
 from initlab.train import state as state_lib
@@ -99,6 +101,9 @@ class Run:
       raise config_lib.ConfigError(str(e)) from e
     model_cfg = config_lib.full_model_config(config)
     _check_model_fits_data(model_cfg, self.meta)
+    self.node_task = self.meta.task == node_task.TASK  # The whole graph is one batch.
+    if self.node_task:
+      node_task.check_splits(config.data)
     self.schedule = optim.schedule(config.optimizer, config.train.steps)
     self.tx = optim.make(config.optimizer, config.train.steps)
     name = config.init.name
@@ -111,7 +116,10 @@ class Run:
       raise config_lib.ConfigError(
           f'config.model / config.init: cannot build model {config.model.name!r} with init '
           f'{name!r}: {e}') from e
-    self.batch_sharding = sharding_lib.batch_sharding(self.mesh)
+    self.batch_sharding = (sharding_lib.replicated(self.mesh) if self.node_task
+                           else sharding_lib.batch_sharding(self.mesh))
+    self.graph = (node_task.GraphBatches(config.data, self.batch_sharding) if self.node_task
+                  else None)
     self.train_step = step_lib.make_train_step(
         self.setup, task=self.meta.task, batch_sharding=self.batch_sharding,
         learning_rate=self.schedule)
@@ -233,11 +241,14 @@ class Run:
     """The data stage: `plan.num_batches` training batches drawn with their own seed
     (`stages.data_seed`; training's data order is unchanged), then every data-stage scheme;
     the state is rebuilt from the params (fresh optimizer state)."""
-    it = data_lib.build(self.config.data, split=self.config.data.train_split,
-                        batch_size=self.config.train.batch_size,
-                        seed=ii.stages.data_seed(self.config.seeds.data))
-    batches = tuple(data_lib.to_global(next(it), self.batch_sharding)
-                    for _ in range(self.plan.num_batches))
+    if self.node_task:
+      batches = (self.graph.batch(self.config.data.train_split),) * self.plan.num_batches
+    else:
+      it = data_lib.build(self.config.data, split=self.config.data.train_split,
+                          batch_size=self.config.train.batch_size,
+                          seed=ii.stages.data_seed(self.config.seeds.data))
+      batches = tuple(data_lib.to_global(next(it), self.batch_sharding)
+                      for _ in range(self.plan.num_batches))
     model = self.setup.model(state)
     ctx = dataclasses.replace(
         self.init_ctx, model_config=self.model_config, pretrained=pretrained,
@@ -254,6 +265,11 @@ class Run:
     return None if restored is None else from_checkpoint(restored.state)
 
   def train_iterator(self, data_state=None):
+    if self.node_task:  # Yields the graph, already on the mesh.
+      it = node_task.FullBatch(self.graph.batch(self.config.data.train_split))
+      if data_state is not None:
+        it.set_state(data_state)
+      return it
     it = data_lib.build(self.config.data, split=self.config.data.train_split,
                         batch_size=self.config.train.batch_size, seed=self.config.seeds.data)
     if data_state is not None:
@@ -264,8 +280,12 @@ class Run:
     """Loss and accuracy over `data.eval_split` (at most `train.eval_steps` batches).
 
     The eval batches are kept on the devices after the first pass when they take at most
-    EVAL_CACHE_BYTES, so later evaluations skip the input pipeline.
+    EVAL_CACHE_BYTES, so later evaluations skip the input pipeline. A graph: its eval_split
+    nodes, plus eval/val_* and eval/test_* (`node_task.evaluate`).
     """
+    if self.node_task:
+      metrics, self.eval_examples = node_task.evaluate(self, state)
+      return metrics
     batches = self._eval_batches if self._eval_batches is not None else self._read_eval()
     total = None
     for batch in batches:
@@ -296,6 +316,8 @@ class Run:
 
   def diagnostics(self, state: state_lib.TrainState) -> dict[str, Any]:
     """`initlab.diagnostics.measure` of the model at `state` on one train batch."""
+    if self.node_task:  # Per-layer variances of a GNN (initlab.diagnostics.gnn).
+      return node_task.diagnostics(self, state)
     from initlab import diagnostics  # pylint: disable=g-import-not-at-top
     batch = next(iter(self.train_iterator()))
     x = batch[step_lib.INPUT_KEY[self.meta.task]]
@@ -558,7 +580,7 @@ def _train(r: Run, state, it, start: int, writer, callbacks: Sequence[Callback] 
                   disable=not t.progress_bar or jax.process_index() != 0, dynamic_ncols=True)
   try:
     for s in range(start + 1, total + 1):
-      batch = data_lib.to_global(next(it), r.batch_sharding)
+      batch = next(it) if r.node_task else data_lib.to_global(next(it), r.batch_sharding)
       checkpoint, evaluate = every(t.checkpoint_every, s), every(t.eval_every, s)
       log = every(t.log_every, s) or checkpoint or evaluate
       state, metrics = (r.train_step if log else r.lean_step)(state, batch)

@@ -19,10 +19,26 @@ import optax
 from initlab.train import state as state_lib
 from initlab.train.state import Setup, TrainState
 
-# Batch keys of the two tasks (see `initlab.data`).
+# Batch keys of the tasks (see `initlab.data`). A 'node_classification' batch is a whole graph
+# (`initlab.train.node_task`): the model reads the batch dict itself, the loss averages over
+# the nodes of its 'mask'.
 INPUT_KEY = {'classification': 'image', 'lm': 'inputs'}
-TARGET_KEY = {'classification': 'label', 'lm': 'targets'}
+TARGET_KEY = {'classification': 'label', 'lm': 'targets', 'node_classification': 'labels'}
 MASK_KEY = 'mask'
+
+
+def model_input(batch, task: str):
+  """What the model of `task` is called on: `batch[INPUT_KEY[task]]`, or the graph dict."""
+  return batch if task == 'node_classification' else batch[INPUT_KEY[task]]
+
+
+def masked_mean(x, batch):
+  """Mean of per-example `x` (B,) over the batch, or over its `mask` when it has one (a
+  graph's nodes of one split; padding in eval batches)."""
+  if MASK_KEY not in batch:
+    return jnp.mean(x)
+  w = batch[MASK_KEY].astype(x.dtype)
+  return jnp.sum(x * w) / jnp.maximum(jnp.sum(w), 1)
 
 
 def _call(model: nnx.Module, x, train: bool, dropout_key):
@@ -39,7 +55,7 @@ def losses(setup: Setup, params, model_state, batch, *, task: str, train: bool,
   `params`, `model_state` and the returned model state are the `TrainState`'s nested dicts.
   """
   model = setup.merge(params, model_state)
-  logits = _call(model, batch[INPUT_KEY[task]], train, dropout_key).astype(jnp.float32)
+  logits = _call(model, model_input(batch, task), train, dropout_key).astype(jnp.float32)
   labels = batch[TARGET_KEY[task]]
   ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
   correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
@@ -52,8 +68,9 @@ def make_train_step(setup: Setup, *, task: str, batch_sharding, metrics: bool = 
 
   Args:
     setup: the model's `Setup` (graphdef, optimizer, state shardings).
-    task: 'classification' or 'lm'.
-    batch_sharding: `NamedSharding` of every batch leaf (leading axis = global batch).
+    task: 'classification', 'lm' or 'node_classification' (loss over the batch's 'mask').
+    batch_sharding: `NamedSharding` of every batch leaf (leading axis = global batch; a
+      graph's is replicated).
     metrics: compute the logged metrics; False gives the lean step the loop runs between
       log steps (metrics `{}`), which saves a few reductions per step, noticeable for small
       models. It checks only the loss for NaN/Inf: a non-finite gradient makes the params,
@@ -69,7 +86,7 @@ def make_train_step(setup: Setup, *, task: str, batch_sharding, metrics: bool = 
     def loss_fn(params):
       ce, correct, model_state = losses(setup, params, state.model_state, batch, task=task,
                                         train=True, dropout_key=dropout_key)
-      return jnp.mean(ce), (correct, model_state)
+      return masked_mean(ce, batch), (correct, model_state)
 
     (loss, (correct, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state.params)
@@ -86,8 +103,8 @@ def make_train_step(setup: Setup, *, task: str, batch_sharding, metrics: bool = 
                            model_state=model_state, rng=state.rng, nonfinite_step=nonfinite_step)
     if not metrics:
       return new_state, {}
-    out = dict(loss=loss, accuracy=jnp.mean(correct), l2_params=state_lib.global_norm(params),
-               l2_grads=l2_grads, l2_updates=state_lib.global_norm(updates),
+    out = dict(loss=loss, accuracy=masked_mean(correct, batch),
+               l2_params=state_lib.global_norm(params), l2_grads=l2_grads, l2_updates=state_lib.global_norm(updates),
                nonfinite_step=nonfinite_step)
     if learning_rate is not None:
       out['learning_rate'] = jnp.asarray(learning_rate(state.step), jnp.float32)
