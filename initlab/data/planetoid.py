@@ -28,6 +28,7 @@ makes 'cora' / 'citeseer' read raw files from there instead of the embedded copy
 from __future__ import annotations
 
 import collections
+import functools
 import importlib.resources
 import io
 import os
@@ -205,8 +206,10 @@ def embedded_file(name: str) -> str:
   return f'planetoid_{name}.npz'
 
 
+@functools.lru_cache(maxsize=len(NAMES))
 def read_embedded(name: str) -> dict[str, np.ndarray]:
-  """The embedded copy of `name` ('cora' | 'citeseer'), read with allow_pickle=False."""
+  """The embedded copy of `name` ('cora' | 'citeseer'), read with allow_pickle=False (cached;
+  the arrays are made read-only when opened as a dataset)."""
   if name not in NAMES:
     raise ValueError(f'no embedded Planetoid dataset {name!r}; embedded: {list(NAMES)}')
   path = importlib.resources.files('initlab.data') / 'embedded' / embedded_file(name)
