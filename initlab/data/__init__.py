@@ -7,6 +7,10 @@ Typical use in a trainer:
   batch = data.to_global(next(it), NamedSharding(mesh, P('data')))
   state = it.get_state()  # JSON-able; it.set_state(state) resumes exactly.
 
+Graph datasets (task 'node_classification': 'cora', 'citeseer', 'csbm', 'chung_lu') are one
+full-batch example, `g = data.graph(config.data)` (`initlab.data.graphs`); their `Metadata`
+carries `graph_stats` for graph-aware init schemes (Virgo).
+
 Adding a dataset: write its module (and its test) with a function decorated
 `@register_dataset(name, task=...)` that opens one split as a `Split` (see
 `initlab.data.registry`), and import the module at the bottom of this file.
