@@ -7,9 +7,11 @@
   lsuv, metainit, gradinit   data-stage schemes (need ctx.data; shared parts in datastage)
   parametrization  standard / ntk / μP: init factors and learning-rate multipliers by width
   virgo       Virgo (graph-aware GNN variances), kaiming_fan_out
+  poincare    HNN++ Poincaré layers: hnnpp, poincare_identity
 (GG priors live in `initlab.init.gg`.) A new family is a new module here, imported below.
 """
 from initlab.init.families import fixup, orthogonal, variance, zero  # noqa: F401
 from initlab.init.families import parametrization  # noqa: F401  (standard, ntk, mup)
 from initlab.init.families import gradinit, lsuv, metainit  # noqa: F401  (data stage)
 from initlab.init.families import virgo  # noqa: F401  (GNNs; needs graph statistics)
+from initlab.init.families import poincare  # noqa: F401  (HNN++ Poincaré layers)
