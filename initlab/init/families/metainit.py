@@ -32,7 +32,9 @@ from initlab.init.registry import register_scheme
 from initlab.init.schemes import with_stage
 
 DATA = ("synthetic", "batches")
-_KEYS = {"classification": ("image", "label"), "lm": ("inputs", "targets")}
+# (input, label) keys; a graph batch keeps its edges and mask, only features/labels are drawn.
+_KEYS = {"classification": ("image", "label"), "lm": ("inputs", "targets"),
+         "node_classification": ("features", "labels")}
 
 
 def gradient_quotient(loss_fn, params, eps: float = 1e-5) -> jax.Array:
@@ -70,7 +72,7 @@ def synthetic_batches(data, template, num_classes: int):
     else:
       new_x = jax.random.normal(kx, x.shape, jnp.float32).astype(x.dtype)
     new_y = jax.random.randint(ky, y.shape, 0, num_classes, y.dtype)
-    return {inputs_key: constrain(new_x, x), labels_key: constrain(new_y, y)}
+    return {**template, inputs_key: constrain(new_x, x), labels_key: constrain(new_y, y)}
   return make
 
 
@@ -78,6 +80,8 @@ def run(key, params, ctx, *, steps: int = 500, lr: float = 0.1, momentum: float 
         eps: float = 1e-5, data: str = "synthetic", train: bool = False):
   """MetaInit on `params`; returns `(params, gq)`: the new params (in the given shardings)
   and the GQ before each step, a numpy float array (steps,)."""
+  if data not in DATA:
+    raise ValueError(f"init scheme 'metainit': data={data!r}; valid choices: {', '.join(DATA)}")
   ctx_data = datastage.data_context(ctx, "metainit")
   tensors = datastage.scaled_tensors(ctx_data, params)
   norms = datastage.slice_norms(params, tensors)
@@ -132,7 +136,7 @@ def metainit(steps: int = 500, lr: float = 0.1, momentum: float = 0.9, eps: floa
     train: evaluate the loss in train mode (BatchNorm batch statistics); the paper uses eval.
     num_batches: training batches the pipeline draws (the shape template for 'synthetic').
   """
-  if data not in DATA:
+  if data not in DATA:  # Checked here too, so a bad config fails before any data is drawn.
     raise ValueError(f"init scheme 'metainit': data={data!r}; valid choices: {', '.join(DATA)}")
   datastage.check_positive("metainit", ("steps", "num_batches"), steps=steps, lr=lr, eps=eps,
                            num_batches=num_batches)
