@@ -30,7 +30,8 @@ from initlab.init import tree as tree_lib
 STAGES = ("param", "data")
 # Batch keys of the two tasks (as `initlab.data` yields them).
 _INPUT_KEY = {"classification": "image", "lm": "inputs"}
-_TARGET_KEY = {"classification": "label", "lm": "targets"}
+_TARGET_KEY = {"classification": "label", "lm": "targets", "node_classification": "labels"}
+_GRAPH_TASK = "node_classification"  # A batch is a whole graph, the model's input; loss on 'mask'.
 
 
 def _call(model, x, train: bool):
@@ -68,16 +69,19 @@ class DataContext:
       return _call(model, inputs, train)
 
     def loss(params, model_state, batch, train):
-      logits = apply(params, model_state, batch[_INPUT_KEY[self.task]], train)
+      logits = apply(params, model_state, self.inputs(batch), train)
       labels = batch[_TARGET_KEY[self.task]]
-      return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(
-          logits.astype(jnp.float32), labels))
+      ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
+      if self.task != _GRAPH_TASK:
+        return jnp.mean(ce)
+      w = batch["mask"].astype(ce.dtype)  # A graph: the mean over its train nodes.
+      return jnp.sum(ce * w) / jnp.maximum(jnp.sum(w), 1)
 
     return (jax.jit(apply, static_argnames="train"), jax.jit(loss, static_argnames="train"))
 
   def inputs(self, batch):
-    """The model input of `batch` ('image' or 'inputs')."""
-    return batch[_INPUT_KEY[self.task]]
+    """The model input of `batch` ('image' or 'inputs'; a graph task's batch itself)."""
+    return batch if self.task == _GRAPH_TASK else batch[_INPUT_KEY[self.task]]
 
   def apply(self, params, inputs, *, train: bool = False) -> jax.Array:
     """Logits `model(inputs, train=train)` (float; [batch, classes] or [batch, seq, vocab])."""

@@ -16,7 +16,7 @@ acts on every layer's input in training, as in Kipf & Welling's GCN. Convolution
 messages summed by `jax.ops.segment_sum` over receivers:
 
   gcn   Z = Â H W + b,  Â = D̃^{-1/2}(A + I)D̃^{-1/2},  D̃_ii = 1 + deg_i
-        (Kipf & Welling 2017, arXiv 1609.02907, eq. 2; kernel 'layers/l/linear/kernel').
+        (Kipf & Welling 2017, arXiv 1609.02907, eq. 2; 'layers/l/kernel', 'layers/l/bias').
   sage  Z_i = W_r h_i + W_n mean_{j->i} h_j + b  (Hamilton et al. 2017, arXiv 1706.02216,
         mean aggregator in the form of PyG's SAGEConv; an isolated node's mean is 0;
         kernels 'layers/l/root/kernel' (no bias) and 'layers/l/neigh/kernel').
@@ -83,20 +83,24 @@ def gcn_propagate(h: jax.Array, senders: jax.Array, receivers: jax.Array) -> jax
   return inv_sqrt * (neighbor_sum(h * inv_sqrt, senders, receivers) + h * inv_sqrt)
 
 
-class GCNConv(nnx.Module):
-  """Z = Â H W + b (module docstring); `linear` holds W (in, out) and b."""
+class GCNConv(nnx.Linear):
+  """Z = Â H W + b (module docstring): a Linear (kernel W (in, out), bias b) whose call
+  propagates, so the module holding the kernel outputs the layer's Z (as data-stage schemes
+  such as LSUV, which record kernel modules' outputs, expect)."""
 
-  def __init__(self, din, dout, names, **kw):
-    self.linear = layers.dense(din, dout, names, **kw)
+  def __init__(self, din, dout, names, *, dtype, param_dtype, rngs, use_bias):
+    super().__init__(din, dout, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype,
+                     kernel_init=layers.partitioned(layers.default_kernel_init, *names),
+                     bias_init=layers.partitioned(layers.zeros_init, names[1]), rngs=rngs)
 
-  def __call__(self, h, senders, receivers):
-    w, b = self.linear.kernel.value, self.linear.bias
+  def __call__(self, h, senders, receivers):  # pylint: disable=arguments-differ
+    w = self.kernel.value.astype(h.dtype)
     # Â(HW) == (ÂH)W: aggregate on the narrower side.
     if w.shape[1] < w.shape[0]:
-      z = gcn_propagate(h @ w.astype(h.dtype), senders, receivers)
+      z = gcn_propagate(h @ w, senders, receivers)
     else:
-      z = gcn_propagate(h, senders, receivers) @ w.astype(h.dtype)
-    return z if b is None else z + b.value.astype(z.dtype)
+      z = gcn_propagate(h, senders, receivers) @ w
+    return z if self.bias is None else z + self.bias.value.astype(z.dtype)
 
 
 class SAGEConv(nnx.Module):
@@ -214,7 +218,7 @@ def _register(name: str, cls):
 
 class GCN(GNN):
   """Graph convolutional network (Kipf & Welling 2017): Z = Â H W + b per layer."""
-  kind, layer_kernels = 'gcn', 'linear/kernel'
+  kind, layer_kernels = 'gcn', 'kernel'
 
   def _conv(self, din, dout, names, last, *, width, **kw):
     return GCNConv(din, dout, (names[0], 'classes' if last else names[1]), **kw)

@@ -34,7 +34,7 @@ def _gcn(seed=0, **options):
     model = im.build(config, rngs=nnx.Rngs(seed))
   rng = np.random.default_rng(seed + 1)
   for l in range(DEPTH * bool(options.get('use_bias', True))):   # Nonzero biases.
-    bias = model.layers[l].linear.bias
+    bias = model.layers[l].bias
     bias.value = jax.numpy.asarray(0.1 * rng.normal(size=bias.value.shape))
   return model
 
@@ -45,8 +45,8 @@ def _reference(model, graph):
   a[graph['receivers'], graph['senders']] = 1
   d = a.sum(1) + 1
   a_hat = (a + np.eye(N)) / np.sqrt(np.outer(d, d))
-  ws = [np.asarray(l.linear.kernel.value) for l in model.layers]
-  bs = [np.asarray(l.linear.bias.value) for l in model.layers]
+  ws = [np.asarray(l.kernel.value) for l in model.layers]
+  bs = [np.asarray(l.bias.value) for l in model.layers]
   zs = [graph['features']]
   for l, (w, b) in enumerate(zip(ws, bs)):
     h = zs[-1] if l == 0 else np.maximum(zs[-1], 0)
@@ -84,7 +84,7 @@ def test_rescaling_two_kernels_moves_the_ratios_between_them():
   model = _gcn(use_bias=False)
   base = gnn.ratios(gnn.layer_moments(model, graph))
   for l, s in ((1, 3.0), (2, 1 / 3.0)):
-    kernel = model.layers[l].linear.kernel
+    kernel = model.layers[l].kernel
     kernel.value = kernel.value * s
   scaled = gnn.ratios(gnn.layer_moments(model, graph))
   np.testing.assert_allclose(scaled['forward'] / base['forward'], [1, 9, 1 / 9], rtol=1e-9)

@@ -65,7 +65,7 @@ def _reference(name, model, graph):
     if name == 'gcn':   # D̃^{-1/2}(A + I)D̃^{-1/2} H W + b
       d = (a + np.eye(N)).sum(1)
       a_hat = (a + np.eye(N)) / np.sqrt(np.outer(d, d))
-      z = a_hat @ h @ p[f'layers/{l}/linear/kernel'] + p[f'layers/{l}/linear/bias']
+      z = a_hat @ h @ p[f'layers/{l}/kernel'] + p[f'layers/{l}/bias']
     elif name == 'sage':  # W_r h_i + W_n mean_j h_j + b
       mean = a @ h / np.maximum(a.sum(1), 1)[:, None]
       z = (h @ p[f'layers/{l}/root/kernel'] + mean @ p[f'layers/{l}/neigh/kernel']
@@ -124,7 +124,7 @@ def test_dropout_only_in_training_and_needs_a_key():
 
 
 @pytest.mark.parametrize('name,per_layer', [
-    ('gcn', ['linear/kernel']), ('sage', ['neigh/kernel', 'root/kernel']),
+    ('gcn', ['kernel']), ('sage', ['neigh/kernel', 'root/kernel']),
     ('gin', ['mlp/0/kernel', 'mlp/1/kernel'])])
 def test_hints_name_each_layers_kernels_in_order(name, per_layer):
   model = nnx.eval_shape(lambda: _build(name, depth=3))

@@ -143,3 +143,32 @@ def test_init_diagnostics_are_the_gnn_layer_variances(tmp_path, devices):
   np.testing.assert_allclose(saved['var'], m['var'][1:], rtol=1e-5)
   np.testing.assert_allclose(saved['grad_var'], m['grad_var'][1:], rtol=1e-5)
   assert saved['input_q'] == pytest.approx(np.mean(graph['features'].astype(np.float64)**2))
+
+
+def test_gcn_cora_config_compares_xavier_kaiming_virgo():
+  for arg in (None, 'smoke', 'depth=4', 'scheme=virgo'):
+    config = gcn_cora.get_config(arg)
+    config_lib.validate(config, num_devices=8, process_count=1)
+  config = gcn_cora.get_config()
+  assert config.init.compare == ('glorot_normal', 'he_normal', 'virgo')
+  assert config.seeds.num >= 3 and config.model.name == 'gcn' and config.data.name == 'cora'
+  assert gcn_cora.get_config('smoke').train.steps <= 10
+
+
+def test_data_stage_schemes_see_the_graph(tmp_path, devices):
+  """The data stage gets the graph as its batch: after LSUV every GCN layer's output Z_l has
+  variance 1 (within LSUV's tol 0.1) on the graph; MetaInit's synthetic batches keep the
+  graph's edges and draw features and labels."""
+  from initlab.diagnostics import gnn  # pylint: disable=g-import-not-at-top
+  graph = data.graph(_csbm_config().data)
+  for name, options in (('lsuv', {}), ('metainit', dict(steps=3))):
+    config = _csbm_config()
+    config.init.name = name
+    config.init[name] = options
+    run = train.Run(config, tmp_path / name, devices=devices[:1])
+    with jax.set_mesh(run.mesh):
+      state, _, _ = run.initial_state()
+      var = gnn.layer_moments(run.setup.model(state), graph)['var'][1:]
+    assert np.all(np.isfinite(var)), (name, var)
+    if name == 'lsuv':
+      assert np.all(np.abs(var - 1) < 0.1), var
