@@ -2,10 +2,13 @@
 
     python benchmarks/gg.py                    # 1e8-param tree (≈ 4 min on 2 busy CPU cores)
     python benchmarks/gg.py --params=2e7       # quick
+    python benchmarks/gg.py --only=sampling    # the sampler rows only (issue [gg-scale]: ≤ 2×)
 
 Prints one table; "ratio" is time / baseline time measured in the same run (median of
---repeats after a warm-up, jitted, block_until_ready):
-  sampling   GG init draws ("fast" sampler; "jax" = jax.random.generalized_normal) vs
+--repeats after a warm-up, jitted, block_until_ready; the GG sampler rows: median ratio of
+back-to-back pairs with the baseline):
+  sampling   GG init draws (default "icdf" sampler, the "marsaglia_tsang" option; "jax" =
+             jax.random.generalized_normal) vs
              jax.random.normal of the same number of float32s, and scipy.stats.gennorm.rvs;
   fit        `fit_tree` (exact / pooled / mle) on the tree vs one Σθ² pass over it;
   deepshape  `deepshape` on the whole tree vs `jnp.sort` of as many int32 (its main primitive;
@@ -37,6 +40,23 @@ def _timeit(fn, repeats):
   return statistics.median(times)
 
 
+def _paired(fn, base, repeats):
+  """(median time of fn, median of time(fn)/time(base)) over `repeats` back-to-back pairs: on a
+  shared machine the load changes between rows, less within a pair."""
+  jax.block_until_ready(fn())
+  jax.block_until_ready(base())
+  times, ratios = [], []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn())
+    t1 = time.perf_counter()
+    jax.block_until_ready(base())
+    t2 = time.perf_counter()
+    times.append(t1 - t0)
+    ratios.append((t1 - t0) / (t2 - t1))
+  return statistics.median(times), statistics.median(ratios)
+
+
 def _row(rows, name, seconds, base=None, note=""):
   rows.append((name, seconds, None if base is None else seconds / base, note))
 
@@ -45,15 +65,18 @@ def sampling(rows, n, repeats):
   normal = jax.jit(lambda k: jax.random.normal(k, (n,)))
   t_normal = _timeit(lambda: normal(jax.random.key(0)), repeats)
   _row(rows, f"normal {n:.0e} f32 (baseline)", t_normal, t_normal, f"{n / t_normal / 1e6:.0f} M/s")
-  for beta in (0.5, 1.5):
-    init = gg.generalized_gaussian(beta)
+  normal_k = lambda: normal(jax.random.key(0))
+  for beta in (0.5, 1.0, 1.5, 4.0):
+    for sampler in ("icdf", "marsaglia_tsang"):
+      init = gg.generalized_gaussian(beta, sampler=sampler)
+      f = jax.jit(lambda k, init=init: init(k, (n // 1024, 1024)))
+      t, ratio = _paired(lambda f=f: f(jax.random.key(1)), normal_k, repeats)
+      rows.append((f"GG {sampler} β={beta}", t, ratio, f"{n / t / 1e6:.0f} M/s"))
+  for sampler in ("icdf", "marsaglia_tsang"):
+    init = gg.generalized_gaussian(1.5, truncate=2.0, sampler=sampler)
     f = jax.jit(lambda k, init=init: init(k, (n // 1024, 1024)))
-    t = _timeit(lambda: f(jax.random.key(1)), repeats)
-    _row(rows, f"GG fast β={beta}", t, t_normal, f"{n / t / 1e6:.0f} M/s")
-  init = gg.generalized_gaussian(1.5, truncate=2.0)
-  f = jax.jit(lambda k: init(k, (n // 1024, 1024)))
-  t = _timeit(lambda: f(jax.random.key(1)), repeats)
-  _row(rows, "GG fast β=1.5 truncate=2", t, t_normal, f"{n / t / 1e6:.0f} M/s")
+    t, ratio = _paired(lambda f=f: f(jax.random.key(1)), normal_k, repeats)
+    rows.append((f"GG {sampler} β=1.5 truncate=2", t, ratio, f"{n / t / 1e6:.0f} M/s"))
   m = max(n // 16, 1 << 16)    # the jax sampler is slow: time fewer draws, compare per draw
   init = gg.generalized_gaussian(1.5, sampler="jax")
   f = jax.jit(lambda k: init(k, (m // 1024, 1024)))
@@ -122,17 +145,24 @@ def main():
   parser.add_argument("--params", type=float, default=1e8, help="size of the param tree")
   parser.add_argument("--draws", type=float, default=2**24, help="draws in the sampling rows")
   parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--only", choices=("sampling",), help="run only these rows")
   args = parser.parse_args()
   print(f"backend={jax.default_backend()} devices={jax.device_count()}")
   t_start = time.perf_counter()
   rows = []
   sampling(rows, int(args.draws), args.repeats)
+  if args.only:
+    return _print(rows, t_start)
   params, num_params, t_init = big_tree(args.params)
   print(f"  GG(β=1) init of a {num_params:.2e}-param tree (4 kernels, jitted, with compile): "
         f"{t_init:.1f} s")
   fits(rows, params, args.repeats)
   rf8(rows, params, args.repeats)
   deepshape(rows, params, num_params)
+  _print(rows, t_start)
+
+
+def _print(rows, t_start):
   print(f"\n{'benchmark':44s} {'seconds':>9s} {'ratio':>7s}  note")
   for name, sec, ratio, note in rows:
     print(f"{name:44s} {sec:9.3f} {'' if ratio is None else f'{ratio:7.2f}':>7s}  {note}")
