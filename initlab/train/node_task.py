@@ -100,7 +100,11 @@ def evaluate(run, state) -> tuple[dict[str, float], int]:
 
 
 def diagnostics(run, state) -> dict[str, Any]:
-  """`initlab.diagnostics.gnn.measure` at `state`, the loss over the train nodes."""
+  """`initlab.diagnostics.gnn.measure(...).to_dict()` at `state` (the loss over the train
+  nodes), plus 'gnn_ratios': {'forward', 'backward'} (L,) variance ratios (`gnn.ratios`)."""
   from initlab.diagnostics import gnn  # pylint: disable=g-import-not-at-top
   batch = run.graph.batch(run.config.data.train_split)
-  return gnn.measure(run.setup.model(state), batch, mask=batch[step_lib.MASK_KEY]).to_dict()
+  model, mask = run.setup.model(state), batch[step_lib.MASK_KEY]
+  ratios = gnn.ratios(gnn.layer_moments(model, batch, mask=mask))
+  return {**gnn.measure(model, batch, mask=mask).to_dict(),
+          'gnn_ratios': {k: [float(x) for x in v] for k, v in ratios.items()}}

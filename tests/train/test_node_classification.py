@@ -142,6 +142,10 @@ def test_init_diagnostics_are_the_gnn_layer_variances(tmp_path, devices):
     m = gnn.layer_moments(fresh.setup.model(state), graph, mask=graph['train_mask'])
   np.testing.assert_allclose(saved['var'], m['var'][1:], rtol=1e-5)
   np.testing.assert_allclose(saved['grad_var'], m['grad_var'][1:], rtol=1e-5)
+  np.testing.assert_allclose(saved['gnn_ratios']['forward'], m['var'][1:] / m['var'][:-1],
+                             rtol=1e-5)
+  np.testing.assert_allclose(saved['gnn_ratios']['backward'],
+                             m['grad_var'][:-1] / m['grad_var'][1:], rtol=1e-5)
   assert saved['input_q'] == pytest.approx(np.mean(graph['features'].astype(np.float64)**2))
 
 
