@@ -8,10 +8,11 @@
     hints = model.init_hints()                   # depth, classifier / residual-branch regexes
 
 Every model takes `model(x, train=False)`: images (B, H, W, C) -> logits (B, classes), or
-for the LM int tokens (B, T) -> logits (B, T, vocab); logits are float32. Every param is
-tagged with logical axis names (`LOGICAL_AXES`, e.g. a conv kernel (None, None, 'conv_in',
-'conv_out'), an attention query kernel ('embed', 'heads', 'kv'), stacked LM params get
-'layers' first); `logical_axis_rules(preset)` maps them onto a ('data', 'model') mesh.
+for the LM int tokens (B, T) -> logits (B, T, vocab), or for the GNNs ('gcn', 'sage', 'gin')
+a graph dict (features, senders, receivers) -> node logits (N, classes); logits are float32.
+Every param is tagged with logical axis names (`LOGICAL_AXES`, e.g. a conv kernel (None, None,
+'conv_in', 'conv_out'), an attention query kernel ('embed', 'heads', 'kv'), stacked LM params
+get 'layers' first); `logical_axis_rules(preset)` maps them onto a ('data', 'model') mesh.
 
 The two hooks every model implements:
   stages(train=False) -> [(name, fn)]: the network as named stages (embedding/stem, each

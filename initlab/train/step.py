@@ -104,8 +104,8 @@ def make_train_step(setup: Setup, *, task: str, batch_sharding, metrics: bool = 
     if not metrics:
       return new_state, {}
     out = dict(loss=loss, accuracy=masked_mean(correct, batch),
-               l2_params=state_lib.global_norm(params), l2_grads=l2_grads, l2_updates=state_lib.global_norm(updates),
-               nonfinite_step=nonfinite_step)
+               l2_params=state_lib.global_norm(params), l2_grads=l2_grads,
+               l2_updates=state_lib.global_norm(updates), nonfinite_step=nonfinite_step)
     if learning_rate is not None:
       out['learning_rate'] = jnp.asarray(learning_rate(state.step), jnp.float32)
     return new_state, out

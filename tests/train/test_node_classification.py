@@ -9,7 +9,7 @@ from initlab import config as config_lib
 from initlab import data
 from initlab import train
 
-import train_testlib  # noqa: F401  (puts configs/ on sys.path)  # pylint: disable=g-bad-import-order
+import train_testlib  # noqa: F401  (puts configs/ on sys.path)
 import gcn_cora  # pylint: disable=g-bad-import-order
 
 CSBM = dict(num_nodes=120, num_classes=3, num_features=16, p_in=0.08, p_out=0.01, signal=2.0,
@@ -17,7 +17,7 @@ CSBM = dict(num_nodes=120, num_classes=3, num_features=16, p_in=0.08, p_out=0.01
 
 
 def _csbm_config(steps=6, **train_opts):
-  """A 2-layer GCN with dropout on a small contextual SBM, logging and evaluating every step."""
+  """A 2-layer GCN with dropout on a small contextual SBM; logs every step, evaluates every 2."""
   config = gcn_cora.get_config('scheme=glorot_normal')
   config.data.name = 'csbm'
   config.data.graph = CSBM
