@@ -7,9 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from jax.test_util import check_grads
 
 from initlab import hyperbolic as hb
 from initlab import init as ii
+from initlab.hyperbolic import fc
 from initlab.hyperbolic.fc import poincare_fc
 from initlab.models.poincare import PoincareLinear
 
@@ -116,7 +118,7 @@ def test_identity_gradients_finite_with_zero_columns():
   def loss(z, r, x):
     return jnp.sum(poincare_fc(x, z, r, 1.0) ** 2)
 
-  grads = jax.grad(loss, (0, 1, 2))(mod.kernel[...], mod.bias[...], x)
+  grads = jax.jit(jax.grad(loss, (0, 1, 2)))(mod.kernel[...], mod.bias[...], x)
   assert all(bool(jnp.all(jnp.isfinite(g))) for g in grads)
 
 
@@ -160,3 +162,41 @@ def test_layer_bad_arguments():
     layer(3, 3, c=-1.0)
   with pytest.raises(ValueError, match='out_features=0 must be >= 1'):
     layer(3, 0)
+
+
+def test_fc_core_custom_vjp_check_grads_float64():
+  """check_grads (reverse, float64) of the FC core's hand-written VJP w.r.t. x, z, r and c."""
+  rng = np.random.default_rng(4)
+  with jax.enable_x64(True), hb.use_custom_vjp(True):
+    x = jnp.asarray(ball(rng, 6, 4, 0.7, rmax=0.8).reshape(2, 3, 4))
+    args = (x, jnp.asarray(rng.normal(size=(4, 5)) * 0.5), jnp.asarray(rng.normal(size=5) * 0.3))
+    check_grads(fc._core_custom, args + (jnp.float64(0.7),), order=1, modes=['rev'])
+    check_grads(poincare_fc, args + (jnp.float64(0.7),), order=1, modes=['rev'])
+
+
+def _fc_vjp(custom, cot, *args):
+  with hb.use_custom_vjp(custom):  # read at trace time
+    out, pull = jax.vjp(poincare_fc, *args)
+  return out, pull(cot)
+
+
+@pytest.mark.parametrize('dtype, tol', [(np.float64, 1e-9), (np.float32, 2e-4)])
+def test_fc_custom_vjp_equals_autodiff_everywhere(dtype, tol):
+  """Custom vs autodiff cotangents at x = 0, up to 1 − 1e-6 of the radius, zero columns of z
+  (the identity init with n < m) and clipped sinh/cosh arguments (huge r)."""
+  rng = np.random.default_rng(5)
+  with jax.enable_x64(dtype == np.float64):
+    for c in (1.0, 0.1):
+      x = ball(rng, 8, 6, c, rmax=1 - 1e-6)
+      x[0], x[1] = 0, x[1] / np.linalg.norm(x[1]) * (1 - 1e-6) / np.sqrt(c)
+      z = 0.5 * np.eye(6, 9) + rng.normal(size=(6, 9)) * np.array([0.3] * 6 + [0] * 3)
+      r = rng.normal(size=9) * 0.3
+      r[0] = 1e3
+      args = tuple(jnp.asarray(a, dtype) for a in (x, z, r, c))
+      cot = jnp.asarray(rng.normal(size=(8, 9)), dtype)
+      outs = {custom: jax.jit(_fc_vjp, static_argnums=0)(custom, cot, *args) for custom in (1, 0)}
+      np.testing.assert_allclose(outs[1][0], outs[0][0], rtol=tol, atol=tol)
+      for a, b in zip(outs[1][1], outs[0][1]):
+        assert a.shape == b.shape and a.dtype == b.dtype
+        assert bool(jnp.all(jnp.isfinite(a)))
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol * max(1.0, float(jnp.max(abs(b)))))
