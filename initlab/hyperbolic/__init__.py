@@ -5,6 +5,8 @@ arXiv 2303.14027), in plain JAX. Below `initlab.models`: imports nothing from mo
          dtype-aware ε, the learnable-curvature helpers
   ball   lambda_x, mobius_scalar, expmap/logmap at any point, dist, gyration, transport,
          midpoint, frechet_variance
+  fc     poincare_fc: the HNN++ fully-connected layer (z, r), its core with a hand-written VJP;
+         the identity and standard inits' kernels
 
 Points are (..., d) arrays (batched over leading axes), c > 0 a scalar: the ball is
 {c‖x‖² < 1}, with curvature −c.
@@ -32,3 +34,4 @@ from initlab.hyperbolic.core import (  # noqa: F401
   softplus_inverse,
   use_custom_vjp,
 )
+from initlab.hyperbolic.fc import poincare_fc  # noqa: F401
