@@ -47,9 +47,31 @@ def _per_slice(init: Callable, spec: ParamSpec, key: jax.Array, shape: tuple[int
   inner_shape = tuple(shape[a] for a in rest)
   n = math.prod(shape[a] for a in batch)
   keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n))
-  slices = jax.lax.map(lambda k: init(k, inner_shape, dtype), keys)
+  one_slice = lambda k: init(k, inner_shape, dtype)
+  mesh = jax.sharding.get_abstract_mesh()
+  if getattr(init, "whole_slice", False) and not mesh.empty and mesh.size > 1:
+    slices = _spread_slices(one_slice, keys, mesh)
+  else:
+    slices = jax.lax.map(one_slice, keys)
   slices = slices.reshape(tuple(shape[a] for a in batch) + inner_shape)
   return jnp.transpose(slices, np.argsort(batch + rest))
+
+
+def _spread_slices(one_slice: Callable, keys: jax.Array, mesh) -> jax.Array:
+  """`lax.map(one_slice, keys)` with slice i computed on one device only.
+
+  For initializers marked `whole_slice` (a QR: no partitioning rule, so under sharded outputs
+  every device would compute every slice in full): the slices are dealt out over all devices
+  of the mesh (padded with repeats to a multiple of the device count, then dropped), each
+  device maps over its share, and the caller's sharding moves them where they belong. Each
+  slice is the same computation as in `lax.map`, so the values do not depend on the mesh.
+  """
+  n, devices = keys.shape[0], mesh.size
+  padded = keys[jnp.arange(-(-n // devices) * devices) % n]
+  spec = jax.sharding.PartitionSpec(tuple(mesh.axis_names))
+  spread = jax.shard_map(lambda k: jax.lax.map(one_slice, k), mesh=mesh, in_specs=spec,
+                         out_specs=spec)
+  return spread(padded)[:n]
 
 
 class Rules:

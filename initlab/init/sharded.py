@@ -99,7 +99,11 @@ def sharded_init(model_fn: Callable[[nnx.Rngs], nnx.Module], *, mesh: Mesh,
   shardings = sharding_lib.state_shardings(abstract_state, mesh, axis_rules,
                                            fsdp_axis=fsdp_axis)
   init = init_fn(model_fn, scheme, ctx, source_fn)
-  return graphdef, jax.jit(init, out_shardings=shardings), shardings
+
+  def traced(key, pretrained=None):   # the mesh is visible to the scheme (`Rules`' whole_slice)
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+      return init(key, pretrained)
+  return graphdef, jax.jit(traced, out_shardings=shardings), shardings
 
 
 def create_sharded(model_fn: Callable[[nnx.Rngs], nnx.Module], *, mesh: Mesh,

@@ -81,6 +81,7 @@ def orthogonal(scale: float = 1.0, feature_group_count: int = 1, in_axis: Axes =
     cols = math.prod(shape[a] for a in outs)
     mat = grouped_matrix(matrix, key, rows, cols, feature_group_count, dtype, "orthogonal")
     return jnp.transpose(mat.reshape(tuple(shape[a] for a in order)), np.argsort(order))
+  init.whole_slice = True   # QR: Rules computes each stacked slice on one device only
   return init
 
 
@@ -111,4 +112,5 @@ def delta_orthogonal(scale: float = 1.0, feature_group_count: int = 1, in_axis: 
     centre = tuple(d // 2 for d in shape[:-2])
     tap = grouped_matrix(matrix, key, cin, cout, feature_group_count, dtype, "delta_orthogonal")
     return jnp.zeros(shape, dtype).at[centre].set(tap)
+  init.whole_slice = True   # QR (see orthogonal)
   return init
