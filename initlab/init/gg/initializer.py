@@ -95,7 +95,8 @@ def generalized_gaussian(beta: float, gain: float = math.sqrt(2.0), mode: str = 
     mode: n = fan_in, fan_out, fan_avg = (fan_in+fan_out)/2, or torch_shape0 (see `fan_size`).
     truncate: None, or c > 0: draws are conditioned on |w| ≤ c·σ₀ (σ₀ the untruncated std, as in
       JAX's truncated normal) and then rescaled by 1/√κ (`truncation_variance_factor`) so that
-      Var(w) is still gain²/n; the support becomes ±c·σ/√κ with σ = gain/√n. Rejection sampling.
+      Var(w) is still gain²/n; the support becomes ±c·σ/√κ with σ = gain/√n. By inversion
+      ("icdf") or rejection (the other samplers).
     in_axis, out_axis, batch_axis: layout, as in `jax.nn.initializers.variance_scaling`;
       `Rules` binds them from each param's spec.
     sampler: "auto" (default: inversion, "icdf", for float32 and 0.3 ≤ β ≤ 8, at about
