@@ -18,6 +18,7 @@ LM MFU = 6 * params * tokens/s / peak FLOP/s of all devices; the peak per device
 `--peak_tflops`, else a table of known accelerators (dense bf16), else an assumed CPU peak
 (cores x 3 GHz x 32 f32 FLOP/cycle), printed as such.
 """
+
 import os
 import sys
 import tempfile
@@ -44,20 +45,35 @@ _MODELS = flags.DEFINE_list('models', ['mlp', 'resnet', 'lm'], 'Models to time.'
 _STEPS = flags.DEFINE_integer('steps', 200, 'Timed steps per round.')
 _WARMUP = flags.DEFINE_integer('warmup', 20, 'Untimed steps per function first.')
 _REPEATS = flags.DEFINE_integer('repeats', 2, 'Passes of `steps` steps per step function.')
-_MIN_SECONDS = flags.DEFINE_float('min_seconds', 4.0, 'Keep timing until each function ran '
-                                   'this long (fast models get more steps).')
-_BLOCK = flags.DEFINE_integer('block', 20, 'Steps per timed block; blocks of the step '
-                              'functions alternate.')
-_SIZE = flags.DEFINE_enum('size', 'cpu', ['cpu', 'large'], "'cpu': small models; 'large': the "
-                          'configs as they are (for accelerators).')
+_MIN_SECONDS = flags.DEFINE_float(
+  'min_seconds', 4.0, 'Keep timing until each function ran this long (fast models get more steps).'
+)
+_BLOCK = flags.DEFINE_integer(
+  'block', 20, 'Steps per timed block; blocks of the step functions alternate.'
+)
+_SIZE = flags.DEFINE_enum(
+  'size',
+  'cpu',
+  ['cpu', 'large'],
+  "'cpu': small models; 'large': the configs as they are (for accelerators).",
+)
 _PEAK = flags.DEFINE_float('peak_tflops', None, 'Peak TFLOP/s per device for the MFU.')
 
 # Dense bf16 peak TFLOP/s per JAX device (by device_kind prefix).
 PEAK_TFLOPS = {
-    'NVIDIA H200': 989.0, 'NVIDIA H100': 989.0, 'NVIDIA A100': 312.0, 'NVIDIA L4': 121.0,
-    'NVIDIA A10G': 70.0, 'Tesla V100': 125.0, 'Tesla T4': 65.0,
-    'TPU v6 lite': 918.0, 'TPU v5p': 459.0, 'TPU v5 lite': 197.0, 'TPU v4': 275.0,
-    'TPU v3': 61.5, 'TPU v2': 22.5,
+  'NVIDIA H200': 989.0,
+  'NVIDIA H100': 989.0,
+  'NVIDIA A100': 312.0,
+  'NVIDIA L4': 121.0,
+  'NVIDIA A10G': 70.0,
+  'Tesla V100': 125.0,
+  'Tesla T4': 65.0,
+  'TPU v6 lite': 918.0,
+  'TPU v5p': 459.0,
+  'TPU v5 lite': 197.0,
+  'TPU v4': 275.0,
+  'TPU v3': 61.5,
+  'TPU v2': 22.5,
 }
 
 
@@ -97,6 +113,7 @@ def _baseline_step(run, task):
       logits = m(batch[inputs], train=True).astype(jnp.float32)
       loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch[targets]).mean()
       return loss, nnx.state(m, nnx.Not(nnx.Param)).to_pure_dict()
+
     (loss, r), grads = jax.value_and_grad(loss_fn, has_aux=True)(p)
     updates, opt_state = tx.update(grads, opt_state, p)
     return optax.apply_updates(p, updates), opt_state, r, loss
@@ -171,39 +188,51 @@ def bench(name, config, workdir):
       _time(fn, _WARMUP.value)
     # Short blocks, interleaved: load from other processes hits every function alike.
     times = {key: [] for key in fns}
-    while (len(times['initlab']) * _BLOCK.value < _STEPS.value * _REPEATS.value
-           or min(sum(w for w, _ in v) for v in times.values()) < _MIN_SECONDS.value):
+    while (
+      len(times['initlab']) * _BLOCK.value < _STEPS.value * _REPEATS.value
+      or min(sum(w for w, _ in v) for v in times.values()) < _MIN_SECONDS.value
+    ):
       for key, fn in fns.items():
         times[key].append(_time(fn, _BLOCK.value))
   n = len(times['initlab']) * _BLOCK.value
   rate = {k: n / sum(w for w, _ in v) for k, v in times.items()}
   cpu_rate = {k: n / sum(c for _, c in v) for k, v in times.items()}
   ours, theirs = rate['initlab'], rate['baseline']
-  print(f'{name:7s} initlab {ours:9.1f} steps/s   baseline {theirs:9.1f} steps/s   '
-        f'ratio {ours / theirs:.3f}   (by process CPU time: '
-        f'{cpu_rate["initlab"] / cpu_rate["baseline"]:.3f}; log step with metrics '
-        f'{rate["log_step"]:.1f} steps/s, ratio {rate["log_step"] / theirs:.3f}; '
-        f'{n} steps each)', flush=True)
-  print(f'{"":7s} compiled cost (XLA cost analysis): initlab {costs[0][0]:.4g} FLOPs, '
-        f'{costs[0][1]:.4g} bytes; baseline {costs[1][0]:.4g} FLOPs, {costs[1][1]:.4g} bytes',
-        flush=True)
+  print(
+    f'{name:7s} initlab {ours:9.1f} steps/s   baseline {theirs:9.1f} steps/s   '
+    f'ratio {ours / theirs:.3f}   (by process CPU time: '
+    f'{cpu_rate["initlab"] / cpu_rate["baseline"]:.3f}; log step with metrics '
+    f'{rate["log_step"]:.1f} steps/s, ratio {rate["log_step"] / theirs:.3f}; '
+    f'{n} steps each)',
+    flush=True,
+  )
+  print(
+    f'{"":7s} compiled cost (XLA cost analysis): initlab {costs[0][0]:.4g} FLOPs, '
+    f'{costs[0][1]:.4g} bytes; baseline {costs[1][0]:.4g} FLOPs, {costs[1][1]:.4g} bytes',
+    flush=True,
+  )
   if task == 'lm':
     num_params = sum(x.size for x in jax.tree.leaves(state.params))
     tokens = config.train.batch_size * config.data.seq_len
     peak, source = _peak_tflops()
     flops = 6 * num_params * tokens * ours
     mfu = flops / (peak * 1e12 * jax.device_count())
-    print(f'lm      params {num_params:,}  tokens/step {tokens}  {tokens * ours:,.0f} tokens/s  '
-          f'{flops / 1e12:.4f} TFLOP/s  peak {peak:.3f} TFLOP/s/device x {jax.device_count()} '
-          f'({source})  MFU {100 * mfu:.2f}%', flush=True)
+    print(
+      f'lm      params {num_params:,}  tokens/step {tokens}  {tokens * ours:,.0f} tokens/s  '
+      f'{flops / 1e12:.4f} TFLOP/s  peak {peak:.3f} TFLOP/s/device x {jax.device_count()} '
+      f'({source})  MFU {100 * mfu:.2f}%',
+      flush=True,
+    )
   return ours / theirs
 
 
 def main(argv):
   del argv
-  print(f'devices: {jax.device_count()} x {jax.devices()[0].device_kind}; >= {_STEPS.value} '
-        f'steps x {_REPEATS.value} passes in blocks of {_BLOCK.value} (and >= '
-        f'{_MIN_SECONDS.value} s) after {_WARMUP.value} warm-up steps; sizes: {_SIZE.value}')
+  print(
+    f'devices: {jax.device_count()} x {jax.devices()[0].device_kind}; >= {_STEPS.value} '
+    f'steps x {_REPEATS.value} passes in blocks of {_BLOCK.value} (and >= '
+    f'{_MIN_SECONDS.value} s) after {_WARMUP.value} warm-up steps; sizes: {_SIZE.value}'
+  )
   configs = _configs()
   with tempfile.TemporaryDirectory() as tmp:
     for name in _MODELS.value:

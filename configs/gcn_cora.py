@@ -12,6 +12,7 @@ default harmonic mean of the forward and backward variances). Arguments:
   depth=<L>: message-passing layers (default 2).
   scheme=<name>: one run with that init scheme instead of the comparison.
 """
+
 from initlab import config as config_lib
 
 
@@ -23,12 +24,13 @@ def get_config(arg=None):
   config.data.train_split = 'train'
   config.data.eval_split = 'test'
   config.model = config_lib.model_config(
-      'gcn', num_features=1433, num_classes=7, depth=arg.depth, width=64, dropout=0.5)
+    'gcn', num_features=1433, num_classes=7, depth=arg.depth, width=64, dropout=0.5
+  )
   config.init.compare = ('glorot_normal', 'he_normal', 'virgo')
   config.seeds.num = 3
   config.optimizer.name = 'adam'
   config.optimizer.learning_rate = 0.01
-  config.optimizer.weight_decay = 5e-4   # adam takes none: added to the loss as L2.
+  config.optimizer.weight_decay = 5e-4  # adam takes none: added to the loss as L2.
   config.train.steps = 200
   config.train.eval_every = 20
   config.train.log_every = 10

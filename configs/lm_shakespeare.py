@@ -11,17 +11,26 @@ INITLAB_DISTRIBUTED=1 on every host). Arguments:
   bf16: bfloat16 compute (params stay float32).
   scheme=<name>: the init scheme (default 'lecun_normal'; e.g. 'orthogonal').
 """
+
 from initlab import config as config_lib
 
 
 def get_config(arg=None):
-  arg = config_lib.parse_arg(arg, smoke=False, sharding='data_parallel', model=1, bf16=False,
-                             scheme='lecun_normal')
+  arg = config_lib.parse_arg(
+    arg, smoke=False, sharding='data_parallel', model=1, bf16=False, scheme='lecun_normal'
+  )
   config = config_lib.default_config()
   config.name = 'Transformer LM on tiny_shakespeare'
   config.model = config_lib.model_config(
-      'transformer_lm', vocab_size=256, dim=256, depth=4, num_heads=4, mlp_ratio=4.0,
-      max_len=256, activation='gelu')
+    'transformer_lm',
+    vocab_size=256,
+    dim=256,
+    depth=4,
+    num_heads=4,
+    mlp_ratio=4.0,
+    max_len=256,
+    activation='gelu',
+  )
   config.init.name = arg.scheme
   config.data.name = 'tiny_shakespeare'
   config.data.seq_len = 256

@@ -7,6 +7,7 @@ runs/quickstart/report.md. Arguments (`--config=configs/quickstart.py:smoke`):
   smoke: seconds on a CPU (2 schemes x 2 seeds, 30 steps); used by the tests.
 Any key can be overridden, e.g. `--config.train.steps=500 --config.init.compare="('orthogonal',)"`.
 """
+
 from initlab import config as config_lib
 
 
@@ -15,7 +16,8 @@ def get_config(arg=None):
   config = config_lib.default_config()
   config.name = 'Quickstart: init schemes on digits (MLP)'
   config.model = config_lib.model_config(
-      'mlp', input_shape=(8, 8, 1), depth=4, width=128, activation='relu', num_classes=10)
+    'mlp', input_shape=(8, 8, 1), depth=4, width=128, activation='relu', num_classes=10
+  )
   config.init.compare = ('he_normal', 'glorot_uniform', 'orthogonal', 'lecun_normal')
   config.data.name = 'digits'
   config.data.eval_split = 'test'

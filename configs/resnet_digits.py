@@ -6,6 +6,7 @@ Compares He-normal with Fixup-style init (`fixup`) over 2 seeds. Arguments:
   smoke: seconds on a CPU (a ResNet-8 at width 0.25, 10 steps).
   scheme=<name>: one run with that init scheme instead of the comparison.
 """
+
 from initlab import config as config_lib
 
 
@@ -14,7 +15,8 @@ def get_config(arg=None):
   config = config_lib.default_config()
   config.name = 'ResNet-20 on digits'
   config.model = config_lib.model_config(
-      'resnet', depth=20, width=1.0, norm='batch', input_shape=(8, 8, 1), num_classes=10)
+    'resnet', depth=20, width=1.0, norm='batch', input_shape=(8, 8, 1), num_classes=10
+  )
   config.init.compare = ('he_normal', 'fixup')
   config.seeds.num = 2
   config.data.name = 'digits'

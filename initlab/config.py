@@ -13,6 +13,7 @@ that names the offending key, what was expected and the valid choices: unknown o
 keys, wrong value types, unknown optimizer / schedule / init scheme / model / dtype / sharding
 preset, a malformed mesh, a batch size that the data-parallel mesh axes do not divide.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -47,68 +48,78 @@ def default_config() -> ml_collections.ConfigDict:
   # `init.pretrained`: a run directory or an Orbax checkpoint (directory or step) whose params
   # the schemes read as `ctx.pretrained` (e.g. 'from_pretrained'), restored on this mesh.
   c.init = ml_collections.ConfigDict({'name': 'he_normal', 'compare': (), 'pretrained': ''})
-  c.data = ml_collections.ConfigDict(dict(
-      name='digits',                                   # 'digits', 'tiny_shakespeare', TFDS name.
-      data_dir=config_dict.placeholder(str),           # Default: initlab.data.default_data_dir().
-      seq_len=config_dict.placeholder(int),            # Language modelling window.
-      image_key=config_dict.placeholder(str),          # TFDS catalog datasets only.
+  c.data = ml_collections.ConfigDict(
+    dict(
+      name='digits',  # 'digits', 'tiny_shakespeare', TFDS name.
+      data_dir=config_dict.placeholder(str),  # Default: initlab.data.default_data_dir().
+      seq_len=config_dict.placeholder(int),  # Language modelling window.
+      image_key=config_dict.placeholder(str),  # TFDS catalog datasets only.
       label_key=config_dict.placeholder(str),
       image_scale=config_dict.placeholder(float),
       train_split='train',
       eval_split='test',
       # Options of a generated graph ('csbm', 'chung_lu'; initlab.data.graphs), checked there.
       graph=ml_collections.ConfigDict(),
-  ))
+    )
+  )
   # Width parametrization (initlab.init.families.parametrization, Tensor Programs V):
   # 'standard' leaves the init scheme and the optimizer as they are; 'ntk' and 'mup' scale
   # init variances (after `init`) and per-param learning rates (in the optimizer) by the
   # width relative to `base_width`, the value of the model's width option (`width_key`:
   # '' = mlp/resnet 'width', vit/transformer_lm 'dim') at which init and LR were tuned.
-  c.parametrization = ml_collections.ConfigDict(dict(
-      name='standard',              # 'standard' | 'ntk' | 'mup'.
-      base_width=0.0,               # > 0 for ntk and mup; at this width they equal standard.
+  c.parametrization = ml_collections.ConfigDict(
+    dict(
+      name='standard',  # 'standard' | 'ntk' | 'mup'.
+      base_width=0.0,  # > 0 for ntk and mup; at this width they equal standard.
       width_key='',
-      zero_readout=False,           # mup: the classifier starts at 0 (TP V, Section D.2).
-  ))
-  c.optimizer = ml_collections.ConfigDict(dict(
-      name='adam',                  # Any optax optimizer taking `learning_rate` first.
-      learning_rate=1e-3,           # Peak learning rate.
-      schedule='constant',          # One of SCHEDULES.
-      warmup_steps=0,               # warmup_cosine: linear warm-up from 0.
-      end_lr_ratio=0.0,             # cosine schedules: final lr = ratio * peak.
-      weight_decay=0.0,             # Decoupled if the optimizer takes it, else added (L2).
-      grad_clip_norm=0.0,           # Clip by global norm; 0 = off.
+      zero_readout=False,  # mup: the classifier starts at 0 (TP V, Section D.2).
+    )
+  )
+  c.optimizer = ml_collections.ConfigDict(
+    dict(
+      name='adam',  # Any optax optimizer taking `learning_rate` first.
+      learning_rate=1e-3,  # Peak learning rate.
+      schedule='constant',  # One of SCHEDULES.
+      warmup_steps=0,  # warmup_cosine: linear warm-up from 0.
+      end_lr_ratio=0.0,  # cosine schedules: final lr = ratio * peak.
+      weight_decay=0.0,  # Decoupled if the optimizer takes it, else added (L2).
+      grad_clip_norm=0.0,  # Clip by global norm; 0 = off.
       kwargs=ml_collections.ConfigDict(),  # Extra optax arguments, e.g. b1, momentum.
       # Transforms chained after the optimizer: names or (name, {option: value}) pairs of
       # `initlab.train.optim.transform_names()`, e.g. (('backslash', {'rdo': 2e3}),).
       extra=(),
-  ))
-  c.train = ml_collections.ConfigDict(dict(
+    )
+  )
+  c.train = ml_collections.ConfigDict(
+    dict(
       steps=1000,
-      batch_size=128,               # Global batch size.
-      eval_batch_size=0,            # 0: same as batch_size.
-      eval_every=200,               # Also at the last step; 0 = only at the end.
-      eval_steps=0,                 # Max eval batches per evaluation; 0 = the whole split.
+      batch_size=128,  # Global batch size.
+      eval_batch_size=0,  # 0: same as batch_size.
+      eval_every=200,  # Also at the last step; 0 = only at the end.
+      eval_steps=0,  # Max eval batches per evaluation; 0 = the whole split.
       log_every=50,
-      checkpoint_every=200,         # Also at the last step; 0 = only at the end.
+      checkpoint_every=200,  # Also at the last step; 0 = only at the end.
       keep_checkpoints=2,
       progress_bar=True,
-  ))
+    )
+  )
   c.mesh = (('data', -1), ('model', 1))  # (axis name, size); one size may be -1 (the rest).
   # A preset (initlab.models.SHARDING_PRESETS) or a tuple of (logical axis, mesh axis) rules.
   c.sharding = config_dict.FieldReference('data_parallel', field_type=object)
   c.dtype = ml_collections.ConfigDict(dict(param_dtype='float32', compute_dtype='float32'))
   c.seeds = ml_collections.ConfigDict(dict(init=0, data=0, dropout=0, num=1))
-  c.init_from = ''                       # Checkpoint dir of another run: params only.
+  c.init_from = ''  # Checkpoint dir of another run: params only.
   c.diagnostics_at_init = False
-  c.report = ml_collections.ConfigDict(dict(
-      target=config_dict.placeholder(float), target_metric='eval/accuracy'))
+  c.report = ml_collections.ConfigDict(
+    dict(target=config_dict.placeholder(float), target_metric='eval/accuracy')
+  )
   return c
 
 
 def model_config(name: str, **options) -> ml_collections.ConfigDict:
   """`config.model` for zoo model `name` with `options` (checked against its defaults)."""
   from initlab import models  # pylint: disable=g-import-not-at-top
+
   cfg = ml_collections.ConfigDict({'name': name, **options})
   _check_model(cfg, models)
   return cfg
@@ -117,6 +128,7 @@ def model_config(name: str, **options) -> ml_collections.ConfigDict:
 def full_model_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """The zoo's defaults for `config.model.name`, updated with `config.model` and the dtypes."""
   from initlab import models  # pylint: disable=g-import-not-at-top
+
   cfg = models.default_config(config.model.name)  # A preset ('resnet20') names its model.
   options = config.model.to_dict() if hasattr(config.model, 'to_dict') else dict(config.model)
   with cfg.unlocked():
@@ -139,6 +151,7 @@ def resolve_paths(config: ml_collections.ConfigDict) -> ml_collections.ConfigDic
   later reruns from another directory see the same paths.
   """
   from initlab import rundir  # pylint: disable=g-import-not-at-top
+
   out = config.copy_and_resolve_references()
   with out.unlocked():
     for key in PATH_KEYS:
@@ -158,6 +171,7 @@ def override_error(config: ml_collections.ConfigDict, key: str) -> str | None:
   (those the config sets and those the schema allows), as `validate` does.
   """
   from initlab import models  # pylint: disable=g-import-not-at-top
+
   node, schema = config, default_config()
   parts = key.split('.')
   for i, part in enumerate(parts):
@@ -172,18 +186,23 @@ def override_error(config: ml_collections.ConfigDict, key: str) -> str | None:
     if where == 'model':
       zoo = [k for k in _model_options(models, node) if k not in ('dtype', 'param_dtype')]
       if part in zoo:
-        return (f'config.model.{part} is an option of model {node.get("name")!r} that this '
-                'config does not set; command-line overrides can only change keys the config '
-                'sets, so set it in the config file.')
+        return (
+          f'config.model.{part} is an option of model {node.get("name")!r} that this '
+          'config does not set; command-line overrides can only change keys the config '
+          'sets, so set it in the config file.'
+        )
       valid |= set(zoo)
     if where == 'init':
       if part in _scheme_names():
-        return (f'config.init.{part}: options of init scheme {part!r} that this config does not '
-                'set; command-line overrides can only change keys the config sets, so set '
-                f'config.init.{part} in the config file.')
+        return (
+          f'config.init.{part}: options of init scheme {part!r} that this config does not '
+          'set; command-line overrides can only change keys the config sets, so set '
+          f'config.init.{part} in the config file.'
+        )
       valid |= set(_scheme_names())
-    return str(_unknown('.'.join(parts[:i + 1]), sorted(valid),
-                        f'config.{where}' if where else 'config'))
+    return str(
+      _unknown('.'.join(parts[: i + 1]), sorted(valid), f'config.{where}' if where else 'config')
+    )
   return None
 
 
@@ -196,6 +215,7 @@ def _model_options(models, model_cfg) -> list[str]:
 
 def _scheme_names() -> list[str]:
   import initlab.init as ii  # pylint: disable=g-import-not-at-top
+
   return list(ii.scheme_names())
 
 
@@ -216,6 +236,7 @@ def schemes_of(config: ml_collections.ConfigDict) -> tuple[str, ...]:
 def optimizer_names() -> list[str]:
   """optax functions whose first argument is `learning_rate` (what `optimizer.name` accepts)."""
   import optax  # pylint: disable=g-import-not-at-top
+
   names = []
   for name in dir(optax):
     fn = getattr(optax, name)
@@ -233,14 +254,19 @@ def optimizer_names() -> list[str]:
 def mesh_shape(mesh: Sequence[Sequence[Any]], num_devices: int) -> dict[str, int]:
   """`{axis: size}` of `config.mesh` on `num_devices` devices (`initlab.sharding.mesh_shape`)."""
   from initlab import sharding  # pylint: disable=g-import-not-at-top
+
   try:
     return sharding.mesh_shape(mesh, num_devices, where='config.mesh')
   except ValueError as e:
     raise ConfigError(str(e)) from None
 
 
-def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = None,
-             process_count: int | None = None) -> None:
+def validate(
+  config: ml_collections.ConfigDict,
+  *,
+  num_devices: int | None = None,
+  process_count: int | None = None,
+) -> None:
   """Raises ConfigError for unknown keys, wrong types and values initlab cannot run.
 
   Args:
@@ -251,6 +277,7 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
   import jax  # pylint: disable=g-import-not-at-top
   from initlab import models  # pylint: disable=g-import-not-at-top
   from initlab import sharding  # pylint: disable=g-import-not-at-top
+
   _check_keys(config, default_config(), '')
   _check_model(config.model, models)
   _check_init(config.init)
@@ -262,8 +289,11 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
   for key in ('eval_batch_size', 'eval_every', 'eval_steps', 'checkpoint_every'):
     _check(t[key] >= 0, f'train.{key}', f'an int >= 0, got {t[key]}')
   for key in ('param_dtype', 'compute_dtype'):
-    _check(config.dtype[key] in DTYPES, f'dtype.{key}',
-           f'one of {list(DTYPES)}, got {config.dtype[key]!r}')
+    _check(
+      config.dtype[key] in DTYPES,
+      f'dtype.{key}',
+      f'one of {list(DTYPES)}, got {config.dtype[key]!r}',
+    )
   for key in ('init', 'data', 'dropout'):
     _check(config.seeds[key] >= 0, f'seeds.{key}', f'an int >= 0, got {config.seeds[key]}')
   _check(config.seeds.num >= 1, 'seeds.num', f'an int >= 1, got {config.seeds.num}')
@@ -273,20 +303,29 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
   shape = mesh_shape(config.mesh, num_devices)
   rules = sharding.axis_rules(config.sharding)
   for logical, mesh_axis in rules:
-    for axis in (mesh_axis if isinstance(mesh_axis, (tuple, list)) else (mesh_axis,)):
-      _check(axis is None or axis in shape, 'sharding',
-             f'rules whose mesh axes exist in config.mesh {list(shape)}; the rule for '
-             f'{logical!r} names mesh axis {axis!r}')
+    for axis in mesh_axis if isinstance(mesh_axis, (tuple, list)) else (mesh_axis,):
+      _check(
+        axis is None or axis in shape,
+        'sharding',
+        f'rules whose mesh axes exist in config.mesh {list(shape)}; the rule for '
+        f'{logical!r} names mesh axis {axis!r}',
+      )
   axes = sharding.batch_axes(shape)
   split = math.prod(shape[a] for a in axes)
   for key in ('batch_size', 'eval_batch_size'):
     size = t[key] or t.batch_size
-    _check(size % split == 0, f'train.{key}',
-           f'a multiple of the data-parallel mesh axes {dict((a, shape[a]) for a in axes)} '
-           f'(size {split}, from mesh={tuple(map(tuple, config.mesh))} on {num_devices} '
-           f'devices), got {key}={size}')
-    _check(size % process_count == 0, f'train.{key}',
-           f'a multiple of the process count {process_count}, got {size}')
+    _check(
+      size % split == 0,
+      f'train.{key}',
+      f'a multiple of the data-parallel mesh axes {dict((a, shape[a]) for a in axes)} '
+      f'(size {split}, from mesh={tuple(map(tuple, config.mesh))} on {num_devices} '
+      f'devices), got {key}={size}',
+    )
+    _check(
+      size % process_count == 0,
+      f'train.{key}',
+      f'a multiple of the process count {process_count}, got {size}',
+    )
 
 
 def _check(ok: bool, key: str, expected: str) -> None:
@@ -309,8 +348,9 @@ def _type_ok(value: Any, want: type) -> bool:
 def _unknown(key: str, valid: Sequence[str], where: str) -> ConfigError:
   close = difflib.get_close_matches(key.rsplit('.', 1)[-1], valid, n=1)
   hint = f' Did you mean {close[0]!r}?' if close else ''
-  return ConfigError(f'Unknown config key {key!r}.{hint} Valid keys in {where}: '
-                     f'{", ".join(sorted(valid))}.')
+  return ConfigError(
+    f'Unknown config key {key!r}.{hint} Valid keys in {where}: {", ".join(sorted(valid))}.'
+  )
 
 
 def _check_keys(config, schema, prefix: str) -> None:
@@ -325,8 +365,9 @@ def _check_keys(config, schema, prefix: str) -> None:
     value = config[key]
     if value is None:
       continue  # None is "unset" for placeholders and optional keys.
-    _check(_type_ok(value, want), full, f'type {want.__name__}, got {value!r} '
-           f'({type(value).__name__})')
+    _check(
+      _type_ok(value, want), full, f'type {want.__name__}, got {value!r} ({type(value).__name__})'
+    )
     if want is ml_collections.ConfigDict:
       _check_keys(value, schema[key], f'{full}.')
 
@@ -341,38 +382,56 @@ def _check_model(cfg, models) -> None:
     raise ConfigError(f'config.model.name: unknown model {name!r}{listed} ({e}).') from None
   for key in cfg.keys():
     if key in ('dtype', 'param_dtype'):
-      raise ConfigError(f'config.model.{key}: set by config.dtype.'
-                        f'{"compute_dtype" if key == "dtype" else "param_dtype"} instead.')
+      raise ConfigError(
+        f'config.model.{key}: set by config.dtype.'
+        f'{"compute_dtype" if key == "dtype" else "param_dtype"} instead.'
+      )
     if key not in defaults:
       raise _unknown(f'model.{key}', list(defaults.keys()), f'config.model (model {name!r})')
     want, value = defaults.get_type(key), cfg[key]
     if value is not None and defaults[key] is not None:
-      _check(_type_ok(value, want), f'model.{key}',
-             f'type {want.__name__}, got {value!r} ({type(value).__name__})')
+      _check(
+        _type_ok(value, want),
+        f'model.{key}',
+        f'type {want.__name__}, got {value!r} ({type(value).__name__})',
+      )
 
 
 def _check_init(init) -> None:
   import initlab.init as ii  # pylint: disable=g-import-not-at-top
+
   names = ii.scheme_names()
   compare = init.get('compare') or ()
-  _check(isinstance(compare, (tuple, list)) and all(isinstance(n, str) for n in compare),
-         'init.compare', f'a tuple of scheme names, got {compare!r}')
+  _check(
+    isinstance(compare, (tuple, list)) and all(isinstance(n, str) for n in compare),
+    'init.compare',
+    f'a tuple of scheme names, got {compare!r}',
+  )
   _check(isinstance(init.get('name'), str), 'init.name', 'a scheme name')
   _check(len(set(compare)) == len(compare), 'init.compare', f'distinct names, got {compare}')
   named = [('init.name', init.name)] + [(f'init.compare[{i}]', n) for i, n in enumerate(compare)]
   for key, name in named:
     _check(name in names, key, f'an init scheme name, got {name!r}; valid: {", ".join(names)}')
-  _check(isinstance(init.get('pretrained') or '', str), 'init.pretrained',
-         f"a run directory or Orbax checkpoint path ('' for none), got {init.get('pretrained')!r}")
+  _check(
+    isinstance(init.get('pretrained') or '', str),
+    'init.pretrained',
+    f"a run directory or Orbax checkpoint path ('' for none), got {init.get('pretrained')!r}",
+  )
   for key in init.keys():
     if key in ('name', 'compare', 'pretrained'):
       continue
     if key not in names:
-      raise _unknown(f'init.{key}', ['name', 'compare', 'pretrained', *names],
-                     'config.init (name, compare, pretrained, or <scheme>.<option>)')
+      raise _unknown(
+        f'init.{key}',
+        ['name', 'compare', 'pretrained', *names],
+        'config.init (name, compare, pretrained, or <scheme>.<option>)',
+      )
     opts = init[key]
-    _check(isinstance(opts, (ml_collections.ConfigDict, dict)), f'init.{key}',
-           f'a ConfigDict of options of scheme {key!r}, got {opts!r}')
+    _check(
+      isinstance(opts, (ml_collections.ConfigDict, dict)),
+      f'init.{key}',
+      f'a ConfigDict of options of scheme {key!r}, got {opts!r}',
+    )
     opts = opts.to_dict() if hasattr(opts, 'to_dict') else dict(opts)
     try:
       scheme = ii.get_scheme(key, **opts)
@@ -385,23 +444,37 @@ def _check_init(init) -> None:
 
 def _check_parametrization(config) -> None:
   from initlab.init.families import parametrization  # pylint: disable=g-import-not-at-top
+
   p = config.parametrization
   try:
-    parametrization.check(p.name, p.base_width, model_config=full_model_config(config),
-                          width_key_=p.width_key, zero_readout=p.zero_readout)
+    parametrization.check(
+      p.name,
+      p.base_width,
+      model_config=full_model_config(config),
+      width_key_=p.width_key,
+      zero_readout=p.zero_readout,
+    )
   except ValueError as e:
     raise ConfigError(f'config.{e}.') from None
 
 
 def _check_optimizer(opt) -> None:
   import optax  # pylint: disable=g-import-not-at-top
+
   names = optimizer_names()
-  _check(opt.name in names, 'optimizer.name',
-         f'an optax optimizer, got {opt.name!r}; valid: {", ".join(names)}')
+  _check(
+    opt.name in names,
+    'optimizer.name',
+    f'an optax optimizer, got {opt.name!r}; valid: {", ".join(names)}',
+  )
   from initlab.train import optim  # pylint: disable=g-import-not-at-top
+
   optim.parse_extra(opt.extra)
-  _check(opt.schedule in SCHEDULES, 'optimizer.schedule',
-         f'one of {list(SCHEDULES)}, got {opt.schedule!r}')
+  _check(
+    opt.schedule in SCHEDULES,
+    'optimizer.schedule',
+    f'one of {list(SCHEDULES)}, got {opt.schedule!r}',
+  )
   _check(opt.learning_rate >= 0, 'optimizer.learning_rate', f'>= 0, got {opt.learning_rate}')
   for key in ('warmup_steps', 'end_lr_ratio', 'weight_decay', 'grad_clip_norm'):
     _check(opt[key] >= 0, f'optimizer.{key}', f'>= 0, got {opt[key]}')
@@ -419,14 +492,23 @@ def _check_sharding(sharding, models) -> None:
     try:
       models.logical_axis_rules(sharding)
     except (KeyError, ValueError):
-      raise ConfigError(f'config.sharding: expected a preset, one of {presets}, or a tuple of '
-                        f'(logical axis, mesh axis) rules; got {sharding!r}.') from None
+      raise ConfigError(
+        f'config.sharding: expected a preset, one of {presets}, or a tuple of '
+        f'(logical axis, mesh axis) rules; got {sharding!r}.'
+      ) from None
     return
   ok = isinstance(sharding, (tuple, list)) and all(
-      isinstance(r, (tuple, list)) and len(r) == 2 and isinstance(r[0], str)
-      and (r[1] is None or isinstance(r[1], (str, tuple, list))) for r in sharding)
-  _check(ok, 'sharding', f'a preset name or a tuple of (logical axis, mesh axis | None) rules, '
-         f'got {sharding!r}')
+    isinstance(r, (tuple, list))
+    and len(r) == 2
+    and isinstance(r[0], str)
+    and (r[1] is None or isinstance(r[1], (str, tuple, list)))
+    for r in sharding
+  )
+  _check(
+    ok,
+    'sharding',
+    f'a preset name or a tuple of (logical axis, mesh axis | None) rules, got {sharding!r}',
+  )
 
 
 def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
@@ -461,6 +543,7 @@ def load(path: str | os.PathLike, arg: str | None = None) -> ml_collections.Conf
   """
   import importlib.util  # pylint: disable=g-import-not-at-top
   import pathlib  # pylint: disable=g-import-not-at-top
+
   path = pathlib.Path(path)
   if not path.is_file():
     raise ConfigError(f'No config module at {str(path)!r}.')

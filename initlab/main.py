@@ -10,6 +10,7 @@ Bad input (flags, config file, overrides, workdir, a checkpoint of another model
 one line `initlab: ...` on stderr, exit status 1, and nothing written; set INITLAB_TRACEBACK=1
 for the full traceback.
 """
+
 import importlib.util
 import logging as py_logging
 import os
@@ -25,12 +26,19 @@ from initlab.train import runtime
 
 TRACEBACK_ENV = 'INITLAB_TRACEBACK'
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file, e.g. configs/quickstart.py'
-                                          ' or configs/quickstart.py:smoke.', lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+  'config',
+  None,
+  'Config file, e.g. configs/quickstart.py or configs/quickstart.py:smoke.',
+  lock_config=True,
+)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics, report.')
 _FORCE = flags.DEFINE_bool(
-    'force', False, 'If the workdir holds runs of another config, delete them (only the files '
-    'initlab writes) and start over, instead of refusing.')
+  'force',
+  False,
+  'If the workdir holds runs of another config, delete them (only the files '
+  'initlab writes) and start over, instead of refusing.',
+)
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -39,7 +47,8 @@ class _QuietLibraries(py_logging.Filter):
 
   def filter(self, record):
     return record.levelno >= py_logging.WARNING or not any(
-        lib in record.pathname for lib in ('/orbax/', '/tensorflow_datasets/'))
+      lib in record.pathname for lib in ('/orbax/', '/tensorflow_datasets/')
+    )
 
 
 def _fail(message: str):
@@ -62,6 +71,7 @@ def _parse_flags(argv):
 def _explain_flag_error(argv, error: Exception) -> str:
   """What went wrong with the flags, in one line naming the flag/key and the valid choices."""
   from initlab import config as config_lib  # pylint: disable=g-import-not-at-top
+
   spec = None
   for i, a in enumerate(argv[1:], start=1):
     if a.startswith('--config='):
@@ -86,7 +96,7 @@ def _explain_flag_error(argv, error: Exception) -> str:
       return f'--config={spec}: loading the config failed: {type(e).__name__}: {e}'
     for a in argv[1:]:
       if a.startswith('--config.'):
-        key = a[len('--config.'):].split('=', 1)[0]
+        key = a[len('--config.') :].split('=', 1)[0]
         problem = config_lib.override_error(config, key)
         if problem:
           return f'{a}: {problem}'
@@ -96,8 +106,10 @@ def _explain_flag_error(argv, error: Exception) -> str:
 
 def main(argv):
   if len(argv) > 1:
-    sys.exit(f'initlab: unexpected arguments {argv[1:]}; flags are --config, --workdir, '
-             '--force and --config.<key>=<value> (no spaces around =).')
+    sys.exit(
+      f'initlab: unexpected arguments {argv[1:]}; flags are --config, --workdir, '
+      '--force and --config.<key>=<value> (no spaces around =).'
+    )
   logging.get_absl_handler().addFilter(_QuietLibraries())
   runtime.maybe_initialize_distributed()
   # pylint: disable=g-import-not-at-top
@@ -105,6 +117,7 @@ def main(argv):
   from initlab import rundir
   from initlab import train
   from initlab.train import checkpoint as ckpt_lib
+
   config = _CONFIG.value
   try:
     config_lib.validate(config)  # Before the heavier work: a bad config fails fast.
@@ -119,8 +132,10 @@ def main(argv):
   except rundir.RunDirError as e:
     _fail(e)
   except ckpt_lib.TreeMismatchError as e:
-    _fail(f'{e} (config.init_from and a resumed workdir must hold a checkpoint of the same '
-          'model and optimizer)')
+    _fail(
+      f'{e} (config.init_from and a resumed workdir must hold a checkpoint of the same '
+      'model and optimizer)'
+    )
   except FileNotFoundError as e:  # config.init_from or data_dir that is not there.
     _fail(e)
   except train.NonFiniteError as e:
@@ -128,8 +143,10 @@ def main(argv):
   if results.get('out_dir'):
     print(f'Report: {results["out_dir"]}/{rundir.REPORT}')
   if results['failed']:
-    sys.exit(f'initlab: {len(results["failed"])} run(s) stopped on NaN/Inf: '
-             + '; '.join(results['failed'].values()))
+    sys.exit(
+      f'initlab: {len(results["failed"])} run(s) stopped on NaN/Inf: '
+      + '; '.join(results['failed'].values())
+    )
 
 
 if __name__ == '__main__':

@@ -21,6 +21,7 @@ and "-inf" (`dumps`, `write_json`) and read back as floats (`loads`, `read_json`
 Resuming: a workdir's config.json may differ from the config that resumes it only in
 RESUMABLE keys (the length of training and cosmetics); `changed_keys` lists the others.
 """
+
 from __future__ import annotations
 
 import json
@@ -92,15 +93,17 @@ def check_writable(workdir: str | os.PathLike) -> None:
   try:
     tempfile.TemporaryDirectory(dir=probe, prefix='.initlab-probe-').cleanup()
   except OSError as e:
-    raise RunDirError(f'workdir {path}: not writable (cannot create a directory in {probe}: '
-                      f'{e.strerror or e}).') from None
+    raise RunDirError(
+      f'workdir {path}: not writable (cannot create a directory in {probe}: {e.strerror or e}).'
+    ) from None
 
 
 def initlab_entries(workdir: str | os.PathLike) -> tuple[list[str], list[str]]:
   """(initlab outputs, other entries) in `workdir` (hidden entries ignored)."""
   path = pathlib.Path(workdir)
-  names = sorted(p.name for p in path.iterdir() if not p.name.startswith('.')) \
-      if path.is_dir() else []
+  names = (
+    sorted(p.name for p in path.iterdir() if not p.name.startswith('.')) if path.is_dir() else []
+  )
   ours = [n for n in names if n in OUTPUTS or n.endswith('.png')]
   return ours, [n for n in names if n not in ours]
 
@@ -108,6 +111,7 @@ def initlab_entries(workdir: str | os.PathLike) -> tuple[list[str], list[str]]:
 def remove_outputs(workdir: str | os.PathLike, names: Iterable[str] = OUTPUTS) -> None:
   """Deletes the initlab outputs `names` from `workdir` (nothing else), on process 0."""
   import jax  # pylint: disable=g-import-not-at-top
+
   if jax.process_index() != 0:
     return
   for name in names:
@@ -125,8 +129,9 @@ def flatten(d: Any, prefix: str = '') -> dict[str, Any]:
   return {k: v for kk, vv in d.items() for k, v in flatten(vv, f'{prefix}{kk}.').items()}
 
 
-def changed_keys(saved: Mapping[str, Any], current: Mapping[str, Any],
-                 ignore: Iterable[str] = RESUMABLE) -> dict[str, tuple[Any, Any]]:
+def changed_keys(
+  saved: Mapping[str, Any], current: Mapping[str, Any], ignore: Iterable[str] = RESUMABLE
+) -> dict[str, tuple[Any, Any]]:
   """{key: (saved value, current value)} of the flattened keys that differ, minus `ignore`.
 
   Both sides go through `encode`, so tuples and lists compare equal and NaN equals NaN.
@@ -134,8 +139,11 @@ def changed_keys(saved: Mapping[str, Any], current: Mapping[str, Any],
   a, b = flatten(encode(saved)), flatten(encode(current))
   ignore = tuple(ignore)
   skip = lambda k: any(k == i or k.startswith(i + '.') for i in ignore)
-  return {k: (a.get(k), b.get(k)) for k in sorted(a.keys() | b.keys())
-          if not skip(k) and a.get(k) != b.get(k)}
+  return {
+    k: (a.get(k), b.get(k))
+    for k in sorted(a.keys() | b.keys())
+    if not skip(k) and a.get(k) != b.get(k)
+  }
 
 
 def describe_changes(changes: Mapping[str, tuple[Any, Any]], limit: int = 6) -> str:
@@ -202,6 +210,7 @@ def write_json(path: str | os.PathLike, obj: Any, *, process_index: int | None =
   """Writes `obj` with `dumps` atomically (tmp file + rename), on process 0 only."""
   if process_index is None:
     import jax  # pylint: disable=g-import-not-at-top
+
     process_index = jax.process_index()
   if process_index != 0:
     return

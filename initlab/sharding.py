@@ -13,6 +13,7 @@ have `Auto` axis types: XLA then partitions an init program from its out_shardin
 device draws only its own shard of random numbers (on `Explicit` axes, JAX 0.10's
 `jax.make_mesh` default, values created inside the program would come out replicated).
 """
+
 from __future__ import annotations
 
 import math
@@ -26,17 +27,27 @@ AxisRules = Sequence[tuple[str, str | tuple[str, ...] | None]]
 # Param axes: 'layers' = stacked (scanned) layers, 'embed' = model width, 'mlp' = MLP hidden,
 # 'heads'/'kv' = attention heads/head dim, 'vocab', 'classes', 'conv_in'/'conv_out' = conv
 # channels. Activation axis: 'batch'.
-LOGICAL_AXES = ('batch', 'layers', 'embed', 'mlp', 'heads', 'kv', 'vocab', 'classes', 'conv_in',
-                'conv_out')
+LOGICAL_AXES = (
+  'batch',
+  'layers',
+  'embed',
+  'mlp',
+  'heads',
+  'kv',
+  'vocab',
+  'classes',
+  'conv_in',
+  'conv_out',
+)
 BATCH_AXES = ('data', 'fsdp', 'replica')  # Mesh axes that split the batch, when present.
 
 _SHARDED = {
-    # Params replicated, batch split over 'data'.
-    'data_parallel': {'batch': 'data'},
-    # FSDP: each param's model-width axis ('embed'; 'conv_out' for convs) split over 'data'.
-    'fsdp': {'batch': 'data', 'embed': 'data', 'conv_out': 'data'},
-    # Megatron-style tensor parallelism over 'model', batch over 'data'.
-    'tensor_parallel': {'batch': 'data', 'mlp': 'model', 'heads': 'model', 'vocab': 'model'},
+  # Params replicated, batch split over 'data'.
+  'data_parallel': {'batch': 'data'},
+  # FSDP: each param's model-width axis ('embed'; 'conv_out' for convs) split over 'data'.
+  'fsdp': {'batch': 'data', 'embed': 'data', 'conv_out': 'data'},
+  # Megatron-style tensor parallelism over 'model', batch over 'data'.
+  'tensor_parallel': {'batch': 'data', 'mlp': 'model', 'heads': 'model', 'vocab': 'model'},
 }
 PRESETS = tuple(_SHARDED)
 AUTO = 'auto'  # `fsdp_axis` value: decided by `default_fsdp_axis(mesh, axis_rules)`.
@@ -58,37 +69,53 @@ def axis_rules(sharding: str | AxisRules) -> tuple[tuple[str, Any], ...]:
   (a list of mesh axes becomes a tuple)."""
   if isinstance(sharding, str):
     return logical_axis_rules(sharding)
-  return tuple((name, tuple(axis) if isinstance(axis, list) else axis)
-               for name, axis in sharding)
+  return tuple((name, tuple(axis) if isinstance(axis, list) else axis) for name, axis in sharding)
 
 
-def mesh_shape(axes: Sequence[Sequence[Any]], num_devices: int, *,
-               where: str = 'mesh') -> dict[str, int]:
+def mesh_shape(
+  axes: Sequence[Sequence[Any]], num_devices: int, *, where: str = 'mesh'
+) -> dict[str, int]:
   """`{axis: size}` of `(name, size)` pairs on `num_devices` devices (-1 = the rest).
 
   Raises ValueError '<where>: expected ...' for malformed pairs, repeated names, or sizes
   that do not fit `num_devices`.
   """
+
   def check(ok, expected):
     if not ok:
       raise ValueError(f'{where}: expected {expected}.')
 
-  check(isinstance(axes, (tuple, list)) and axes and all(
-      isinstance(a, (tuple, list)) and len(a) == 2 and isinstance(a[0], str)
-      and isinstance(a[1], int) and not isinstance(a[1], bool) for a in axes),
-        f'a tuple of (axis name, size) pairs such as (("data", -1), ("model", 1)), got {axes!r}')
+  check(
+    isinstance(axes, (tuple, list))
+    and axes
+    and all(
+      isinstance(a, (tuple, list))
+      and len(a) == 2
+      and isinstance(a[0], str)
+      and isinstance(a[1], int)
+      and not isinstance(a[1], bool)
+      for a in axes
+    ),
+    f'a tuple of (axis name, size) pairs such as (("data", -1), ("model", 1)), got {axes!r}',
+  )
   names, sizes = [a[0] for a in axes], [a[1] for a in axes]
   check(len(set(names)) == len(names), f'distinct axis names, got {names}')
-  check(all(s == -1 or s >= 1 for s in sizes) and sizes.count(-1) <= 1,
-        f'sizes >= 1 with at most one -1, got {sizes}')
+  check(
+    all(s == -1 or s >= 1 for s in sizes) and sizes.count(-1) <= 1,
+    f'sizes >= 1 with at most one -1, got {sizes}',
+  )
   known = math.prod(s for s in sizes if s != -1)
   fits = f'; {tuple(map(tuple, axes))} does not fit {num_devices} devices'
   if -1 in sizes:
-    check(num_devices % known == 0,
-          f'fixed axis sizes (product {known}) that divide the {num_devices} devices{fits}')
+    check(
+      num_devices % known == 0,
+      f'fixed axis sizes (product {known}) that divide the {num_devices} devices{fits}',
+    )
     sizes = [num_devices // known if s == -1 else s for s in sizes]
-  check(math.prod(sizes) == num_devices,
-        f'axis sizes whose product is the number of devices ({num_devices}), got {sizes}{fits}')
+  check(
+    math.prod(sizes) == num_devices,
+    f'axis sizes whose product is the number of devices ({num_devices}), got {sizes}{fits}',
+  )
   return dict(zip(names, sizes))
 
 
@@ -98,8 +125,9 @@ def make_mesh(axes: Any = (('data', -1), ('model', 1)), devices=None) -> Mesh:
   axes = getattr(axes, 'mesh', axes)
   devices = list(jax.devices() if devices is None else devices)
   shape = mesh_shape(axes, len(devices))
-  return jax.make_mesh(tuple(shape.values()), tuple(shape), devices=devices,
-                       axis_types=(AxisType.Auto,) * len(shape))
+  return jax.make_mesh(
+    tuple(shape.values()), tuple(shape), devices=devices, axis_types=(AxisType.Auto,) * len(shape)
+  )
 
 
 def as_auto_mesh(mesh: Mesh) -> Mesh:
@@ -132,8 +160,9 @@ def _mesh_axis_size(mesh: Mesh, axis) -> int:
   return math.prod(mesh.shape[a] for a in (axis if isinstance(axis, tuple) else (axis,)))
 
 
-def logical_to_mesh_spec(names: Sequence[str | None], shape: Sequence[int], mesh: Mesh,
-                         axis_rules: AxisRules) -> PartitionSpec:
+def logical_to_mesh_spec(
+  names: Sequence[str | None], shape: Sequence[int], mesh: Mesh, axis_rules: AxisRules
+) -> PartitionSpec:
   """Maps logical axis names to mesh axes: the first rule for a name whose mesh axes are
   unused and divide the dimension wins; otherwise that dimension is replicated."""
   used: set[str] = set()
@@ -164,12 +193,14 @@ def fsdp_spec(shape: Sequence[int], mesh: Mesh, axis: str | None) -> PartitionSp
   return PartitionSpec()
 
 
-def state_shardings(abstract_state: Any, mesh: Mesh, axis_rules: AxisRules, *,
-                    fsdp_axis: str | None = AUTO) -> Any:
+def state_shardings(
+  abstract_state: Any, mesh: Mesh, axis_rules: AxisRules, *, fsdp_axis: str | None = AUTO
+) -> Any:
   """A `NamedSharding` per leaf of `abstract_state` (boxes kept): from the leaf's logical
   names via `axis_rules`; leaves without names are FSDP-sharded over `fsdp_axis` (None:
   replicated; AUTO: `default_fsdp_axis(mesh, axis_rules)`)."""
   from initlab.init import tree as tree_lib  # pylint: disable=g-import-not-at-top
+
   if fsdp_axis == AUTO:
     fsdp_axis = default_fsdp_axis(mesh, axis_rules)
 
@@ -177,6 +208,7 @@ def state_shardings(abstract_state: Any, mesh: Mesh, axis_rules: AxisRules, *,
     if leaf.names is not None:
       return NamedSharding(mesh, logical_to_mesh_spec(leaf.names, leaf.shape, mesh, axis_rules))
     return NamedSharding(mesh, fsdp_spec(leaf.shape, mesh, fsdp_axis))
+
   return tree_lib.map_leaves(visit, abstract_state)
 
 

@@ -1,16 +1,17 @@
 """Every test sees a fake 8-device CPU platform (set before jax is imported)."""
+
 import os
 
-os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+os.environ['XLA_FLAGS'] = (
+  os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=8'
 ).strip()
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope='session')
 def devices():
-  assert len(jax.devices()) == 8, "conftest must set up 8 fake CPU devices"
+  assert len(jax.devices()) == 8, 'conftest must set up 8 fake CPU devices'
   return jax.devices()

@@ -4,6 +4,7 @@ The main command runs from a fresh directory holding only a copy of configs/, wi
 README's relative --config and --workdir; `:smoke` is appended to the config (the full study
 takes minutes) and INITLAB_DATA_DIR points the dataset cache into the temp directory.
 """
+
 import os
 import pathlib
 import re
@@ -26,8 +27,9 @@ def fenced(language):
 def test_readme_shows_the_two_commands():
   commands = [line.strip() for block in fenced('bash') for line in block.splitlines()]
   assert f'pip install -e . && {MAIN}' in commands, commands
-  assert any(re.fullmatch(r'pip install -e "\.\[test\]" && python3? -m pytest .*', c)
-             for c in commands), commands
+  assert any(
+    re.fullmatch(r'pip install -e "\.\[test\]" && python3? -m pytest .*', c) for c in commands
+  ), commands
 
 
 @pytest.mark.slow
@@ -39,14 +41,16 @@ def test_main_command_as_written_from_a_fresh_directory(tmp_path):
   args = [sys.executable, *args[1:]]
   args = [a + ':smoke' if a.startswith('--config=') else a for a in args]
   env = {**os.environ, 'INITLAB_DATA_DIR': str(tmp_path / 'data')}
-  proc = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True,
-                        timeout=600, check=False)
+  proc = subprocess.run(
+    args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False
+  )
   assert proc.returncode == 0, proc.stderr[-5000:]
   workdir = tmp_path / 'runs' / 'quickstart'
   assert f'Report: {workdir}/report.md' in proc.stdout
   assert (workdir / 'report.md').is_file()
-  steps = sorted(int(p.name) for p in
-                 (workdir / 'runs' / 'he_normal' / 'seed_0' / 'checkpoints').iterdir())
+  steps = sorted(
+    int(p.name) for p in (workdir / 'runs' / 'he_normal' / 'seed_0' / 'checkpoints').iterdir()
+  )
   assert steps[-1] == 30, steps  # The smoke length; checkpoints need absolute paths.
 
 
@@ -57,9 +61,10 @@ def test_python_blocks_run_verbatim():
   assert len(blocks) >= 2, 'README.md should hold the scheme recipe and the API tour'
   namespace = {}
   for block in blocks:
-    first_line = README[:README.index(block)].count('\n')  # Tracebacks cite README lines.
+    first_line = README[: README.index(block)].count('\n')  # Tracebacks cite README lines.
     code = compile('\n' * first_line + block, str(REPO / 'README.md'), 'exec')
     exec(code, namespace)  # pylint: disable=exec-used
   assert 'params' in namespace and 'fit' in namespace
   import initlab.init as ii  # pylint: disable=g-import-not-at-top
+
   assert 'he_zero_head' in ii.scheme_names()  # The recipe registered a usable scheme.

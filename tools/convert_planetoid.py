@@ -8,6 +8,7 @@ kimiyoung/planetoid, MIT); OUT_DIR defaults to initlab/data/embedded. The raw fi
 with the package's allow-list unpickler and written with `initlab.data.planetoid.pack` as
 compressed npz; the script checks that the embedded copy reads back identically.
 """
+
 import os
 import sys
 
@@ -25,11 +26,15 @@ def main(raw_dir: str, out_dir: str) -> None:
       back = planetoid.unpack(arrays)
     for key, value in example.items():
       assert np.array_equal(value, back[key]) and value.dtype == back[key].dtype, (name, key)
-    print(f'{path}: {os.path.getsize(path)} bytes, {len(example["labels"])} nodes, '
-          f'{len(example["senders"])} directed edges')
+    print(
+      f'{path}: {os.path.getsize(path)} bytes, {len(example["labels"])} nodes, '
+      f'{len(example["senders"])} directed edges'
+    )
 
 
 if __name__ == '__main__':
   here = os.path.dirname(os.path.abspath(__file__))
-  main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else
-       os.path.join(here, '..', 'initlab', 'data', 'embedded'))
+  main(
+    sys.argv[1],
+    sys.argv[2] if len(sys.argv) > 2 else os.path.join(here, '..', 'initlab', 'data', 'embedded'),
+  )

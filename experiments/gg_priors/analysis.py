@@ -7,6 +7,7 @@ Thresholds and grids (initlab's choices for this small-scale study, see README):
   GRID_BITS   DeepShape / entropy grid 2^-10 (the reference's 2^-13 assumes LLM-sized tensors:
               with ~1e5 params most 2^-13 bins hold < 1000 entries, so T would be ~1 step).
 """
+
 from __future__ import annotations
 
 import math
@@ -21,8 +22,8 @@ NEAR_ZERO = 1e-3
 GRID_BITS = 10
 
 
-WEIGHTS = r'.*(kernel|embedding)'   # the weight matrices; biases and norm params are skipped
-STACKED = 'blocks/'               # LM: scanned layers carry a leading layer axis
+WEIGHTS = r'.*(kernel|embedding)'  # the weight matrices; biases and norm params are skipped
+STACKED = 'blocks/'  # LM: scanned layers carry a leading layer axis
 
 
 def _kernels(params):
@@ -69,7 +70,8 @@ def near_zero_fraction(params, threshold: float = NEAR_ZERO) -> float:
 def prune(params, threshold: float = NEAR_ZERO):
   """Kernel entries with |θ| < threshold set to 0 (other leaves unchanged)."""
   return jax.tree_util.tree_map_with_path(
-      lambda p, x: jnp.where(jnp.abs(x) < threshold, 0, x) if is_weight(p) else x, params)
+    lambda p, x: jnp.where(jnp.abs(x) < threshold, 0, x) if is_weight(p) else x, params
+  )
 
 
 def quantize(params, kind: str):
@@ -101,8 +103,9 @@ def deepshape_adj_minnum(params, grid_bits: int = GRID_BITS, at_sigma: float = 3
 def deepshape(params, grid_bits: int = GRID_BITS):
   """DeepShape (β' = 0.8β̂, α' = 0.6α̂) on the pooled kernels; returns (params, info dict)."""
   adj = deepshape_adj_minnum(params, grid_bits)
-  new, info = ii.gg.deepshape(params, adj_minnum=adj, grid_bits=grid_bits, include=WEIGHTS,
-                              return_info=True)
+  new, info = ii.gg.deepshape(
+    params, adj_minnum=adj, grid_bits=grid_bits, include=WEIGHTS, return_info=True
+  )
   return new, dict(info._asdict(), adj_minnum=adj, grid_bits=grid_bits)
 
 

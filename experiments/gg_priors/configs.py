@@ -14,6 +14,7 @@ Every run of the study is one of these configs (run.py builds them from the same
   finetune=K: DeepShape's fine-tune instead: K steps at a constant 0.1x peak lr, evaluated at
     the end, data seed + 1000 (the run starts from given params: `train.run(start_from=)`).
 """
+
 import math
 import pathlib
 
@@ -26,8 +27,9 @@ FT_LR_RATIO, FT_DATA_SEED = 0.1, 1000
 
 
 def get_config(arg=None):
-  arg = config_lib.parse_arg(arg, model='lm', beta=2.0, seed=0, steps=0, smoke=False,
-                             backslash=0.0, finetune=0)
+  arg = config_lib.parse_arg(
+    arg, model='lm', beta=2.0, seed=0, steps=0, smoke=False, backslash=0.0, finetune=0
+  )
   base = dict(lm='lm_shakespeare.py', resnet='resnet_digits.py').get(arg.model)
   if base is None:
     raise config_lib.ConfigError(f"model={arg.model!r}; valid choices: 'lm', 'resnet'")
@@ -40,7 +42,7 @@ def get_config(arg=None):
   config.diagnostics_at_init = False
   config.optimizer.weight_decay = 0.0
   config.train.progress_bar = False
-  config.train.checkpoint_every = 0   # only the final checkpoint
+  config.train.checkpoint_every = 0  # only the final checkpoint
   config.train.keep_checkpoints = 1
   if arg.model == 'lm':
     config.name = f'GG LM beta={arg.beta}'

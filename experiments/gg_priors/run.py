@@ -12,6 +12,7 @@ is `initlab.train.run` of a `configs.py` config (BackSlash via `optimizer.extra`
 fine-tunes via `start_from`) in `$GG_STUDY_WORKDIR/<smoke|full>/...`; a run directory that holds
 a finished run is reused (delete the directory to retrain). The analyses are `analysis.py`'s.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,17 +37,20 @@ from initlab.report import load_study  # pylint: disable=g-import-not-at-top,wro
 
 # (metric, target, better): steps-to-target is the first eval step reaching the target.
 TARGETS = {'lm': ('loss', 2.5, 'min'), 'resnet': ('accuracy', 0.95, 'max')}
-BACKSLASH_LAMBDAS = (1e-4, 3e-4, 1e-3)   # rdo / N (N = kernel params): per-step shrink ≈ λ·β̂
-FT_STEPS = 50                            # DeepShape fine-tune (configs.py: finetune=K)
-INIT_BETAS = 'init_layer_beta.json'      # per-run β̂ at init, written by a train.run callback
+BACKSLASH_LAMBDAS = (1e-4, 3e-4, 1e-3)  # rdo / N (N = kernel params): per-step shrink ≈ λ·β̂
+FT_STEPS = 50  # DeepShape fine-tune (configs.py: finetune=K)
+INIT_BETAS = 'init_layer_beta.json'  # per-run β̂ at init, written by a train.run callback
 
 
 def parse_args(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   p.add_argument('--smoke', action='store_true', help='seconds-long version (tiny models)')
-  p.add_argument('--out', default=None,
-                 help='output dir for results/ and figures/ (default: this folder; '
-                 '/tmp/gg_priors_smoke with --smoke)')
+  p.add_argument(
+    '--out',
+    default=None,
+    help='output dir for results/ and figures/ (default: this folder; '
+    '/tmp/gg_priors_smoke with --smoke)',
+  )
   p.add_argument('--models', default='lm,resnet')
   p.add_argument('--betas', default='0.5,1,1.5,2')
   p.add_argument('--seeds', type=int, default=3)
@@ -88,8 +92,7 @@ def evaluate(result, params=None) -> dict[str, float]:
 
 def final_eval(result) -> dict[str, float]:
   """The last evaluation of a run (its summary's "eval/..." entries)."""
-  return {k[len('eval/'):]: v for k, v in result.summary['final'].items()
-          if k.startswith('eval/')}
+  return {k[len('eval/') :]: v for k, v in result.summary['final'].items() if k.startswith('eval/')}
 
 
 def part_a(args, model, workdir):
@@ -103,18 +106,27 @@ def part_a(args, model, workdir):
       def at_init(step, state, _, wd=wd):
         if step == 0:
           rundir.write_json(wd / INIT_BETAS, analysis.layer_betas(state.params))
+
       res, seed_run = fit(make_config(args, model, beta, seed), wd, callbacks=[at_init])
       s = res.summary
-      rec = dict(model=model, beta=beta, seed=seed, final=final_eval(res),
-                 wall_s=s['wall_s'], steps=s['steps'],
-                 steps_to_target=aggregate.steps_to_target(
-                     seed_run, f'eval/{metric}', target, better),
-                 eval_curve=[l for l in seed_run.records if l['split'] == 'eval'],
-                 init_layer_beta=rundir.read_json(wd / INIT_BETAS),
-                 trained_layer_beta=analysis.layer_betas(res.state.params),
-                 trained_pooled=analysis.pooled_fit(res.state.params))
-      print(f'[a] {model} beta={beta} seed={seed}: {rec["final"]} '
-            f'to-target={rec["steps_to_target"]} ({s["wall_s"]:.1f}s)', flush=True)
+      rec = dict(
+        model=model,
+        beta=beta,
+        seed=seed,
+        final=final_eval(res),
+        wall_s=s['wall_s'],
+        steps=s['steps'],
+        steps_to_target=aggregate.steps_to_target(seed_run, f'eval/{metric}', target, better),
+        eval_curve=[l for l in seed_run.records if l['split'] == 'eval'],
+        init_layer_beta=rundir.read_json(wd / INIT_BETAS),
+        trained_layer_beta=analysis.layer_betas(res.state.params),
+        trained_pooled=analysis.pooled_fit(res.state.params),
+      )
+      print(
+        f'[a] {model} beta={beta} seed={seed}: {rec["final"]} '
+        f'to-target={rec["steps_to_target"]} ({s["wall_s"]:.1f}s)',
+        flush=True,
+      )
       records.append(rec)
       live[(beta, seed)] = res
   return records, live
@@ -148,14 +160,23 @@ def part_c(args, model, workdir, live):
     for r in rows:
       res = r.pop('result')
       p = res.state.params
-      r.update(model=model, seed=seed, num_kernel_params=n,
-               near_zero=analysis.near_zero_fraction(p),
-               near_zero_1e2=analysis.near_zero_fraction(p, 1e-2),
-               pooled=analysis.pooled_fit(p), entropy_bits=analysis.entropy_bits(p),
-               dense=evaluate(res), pruned=evaluate(res, analysis.prune(p)),
-               rf8=evaluate(res, analysis.quantize(p, 'rf8')))
-      print(f'[c] {model} seed={seed} lam={r["lam"]}: near0={r["near_zero"]:.3f} '
-            f'dense={r["dense"]} pruned={r["pruned"]}', flush=True)
+      r.update(
+        model=model,
+        seed=seed,
+        num_kernel_params=n,
+        near_zero=analysis.near_zero_fraction(p),
+        near_zero_1e2=analysis.near_zero_fraction(p, 1e-2),
+        pooled=analysis.pooled_fit(p),
+        entropy_bits=analysis.entropy_bits(p),
+        dense=evaluate(res),
+        pruned=evaluate(res, analysis.prune(p)),
+        rf8=evaluate(res, analysis.quantize(p, 'rf8')),
+      )
+      print(
+        f'[c] {model} seed={seed} lam={r["lam"]}: near0={r["near_zero"]:.3f} '
+        f'dense={r["dense"]} pruned={r["pruned"]}',
+        flush=True,
+      )
       out.append(r)
   return out
 
@@ -170,12 +191,17 @@ def part_d(args, model, workdir, live):
     new, info = analysis.deepshape(state.params)
     ft_config = make_config(args, model, beta, seed, finetune=3 if args.smoke else FT_STEPS)
     wd = workdir / model / f'beta_{beta}' / f'seed_{seed}'
-    row = dict(model=model, seed=seed, info=info,
-               fit_before=analysis.in_range_fit(state.params, info['half_range']),
-               fit_after=analysis.in_range_fit(new, info['half_range']),
-               entropy_before=analysis.entropy_bits(state.params),
-               entropy_after=analysis.entropy_bits(new),
-               eval_before=evaluate(res), eval_after=evaluate(res, new))
+    row = dict(
+      model=model,
+      seed=seed,
+      info=info,
+      fit_before=analysis.in_range_fit(state.params, info['half_range']),
+      fit_after=analysis.in_range_fit(new, info['half_range']),
+      entropy_before=analysis.entropy_bits(state.params),
+      entropy_after=analysis.entropy_bits(new),
+      eval_before=evaluate(res),
+      eval_after=evaluate(res, new),
+    )
     # Control: the same fine-tune from the unshaped weights (is the recovery just more steps?).
     ctrl, _ = fit(ft_config, wd / 'deepshape_ctrl', start_from=state)
     row['eval_ctrl_ft'] = final_eval(ctrl)
@@ -183,13 +209,16 @@ def part_d(args, model, workdir, live):
     row['eval_ft'] = final_eval(fted)
     row['entropy_ft'] = analysis.entropy_bits(fted.state.params)
     row['fit_ft'] = analysis.in_range_fit(fted.state.params, info['half_range'])
-    print(f'[d] {model} seed={seed}: {row["eval_before"]} -> {row["eval_after"]} -> '
-          f'{row["eval_ft"]}; H {row["entropy_before"]:.2f} -> {row["entropy_after"]:.2f}',
-          flush=True)
+    print(
+      f'[d] {model} seed={seed}: {row["eval_before"]} -> {row["eval_after"]} -> '
+      f'{row["eval_ft"]}; H {row["entropy_before"]:.2f} -> {row["entropy_after"]:.2f}',
+      flush=True,
+    )
     out.append(row)
     if seed == 0:
-      report.deepshape_figure(state.params, new, fted.state.params,
-                              args.out / 'figures' / f'deepshape_{model}.png')
+      report.deepshape_figure(
+        state.params, new, fted.state.params, args.out / 'figures' / f'deepshape_{model}.png'
+      )
   return out
 
 
@@ -200,15 +229,26 @@ def main(argv=None):
   workdir = workdir / ('smoke' if args.smoke else 'full')
   (args.out / 'results').mkdir(parents=True, exist_ok=True)
   (args.out / 'figures').mkdir(parents=True, exist_ok=True)
-  results = dict(smoke=args.smoke, betas=args.betas, seeds=args.seeds,
-                 targets={m: TARGETS[m] for m in args.models}, near_zero=analysis.NEAR_ZERO,
-                 grid_bits=analysis.GRID_BITS, backslash_lambdas=BACKSLASH_LAMBDAS,
-                 ft_steps=FT_STEPS, runs=[], quant=[], backslash=[], deepshape=[])
+  results = dict(
+    smoke=args.smoke,
+    betas=args.betas,
+    seeds=args.seeds,
+    targets={m: TARGETS[m] for m in args.models},
+    near_zero=analysis.NEAR_ZERO,
+    grid_bits=analysis.GRID_BITS,
+    backslash_lambdas=BACKSLASH_LAMBDAS,
+    ft_steps=FT_STEPS,
+    runs=[],
+    quant=[],
+    backslash=[],
+    deepshape=[],
+  )
   for model in args.models:
     records, live = part_a(args, model, workdir)
     results['runs'] += records
-    report.fits_figure(live[(max(args.betas), 0)].state.params,
-                       args.out / 'figures' / f'fits_{model}.png')
+    report.fits_figure(
+      live[(max(args.betas), 0)].state.params, args.out / 'figures' / f'fits_{model}.png'
+    )
     results['quant'] += part_e(live, model)
     if model == 'lm':
       results['backslash'] += part_c(args, model, workdir, live)

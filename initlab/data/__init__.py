@@ -16,6 +16,7 @@ Adding a dataset: write its module (and its test) with a function decorated
 `initlab.data.registry`), and import the module at the bottom of this file.
 Datasets of your own register the same way from your code.
 """
+
 from initlab.data.inputs import build
 from initlab.data.inputs import Metadata
 from initlab.data.inputs import metadata
@@ -32,6 +33,7 @@ from initlab.data.sources import data_source
 from initlab.data.sources import default_data_dir
 from initlab.data.sources import embedded_names
 from initlab.data.sources import prepare
+
 # The datasets: each module registers itself (`@register_dataset`) when imported.
 from initlab.data import catalog  # pylint: disable=g-bad-import-order
 from initlab.data import digits

@@ -14,6 +14,7 @@ Features:
   label: ClassLabel(num_classes=10), int64.
 Examples keep scikit-learn's order within each split.
 """
+
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -45,6 +46,7 @@ def split_indices(labels: np.ndarray) -> dict[str, np.ndarray]:
 
 def _load():
   from sklearn import datasets  # pylint: disable=g-import-not-at-top
+
   bunch = datasets.load_digits()
   images = bunch.images.astype(np.uint8)[..., None]
   return images, bunch.target.astype(np.int64)
@@ -62,22 +64,24 @@ class Digits(tfds.core.GeneratorBasedBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
-        description=__doc__,
-        features=tfds.features.FeaturesDict({
-            'image': tfds.features.Tensor(shape=(8, 8, 1), dtype=np.uint8),
-            'label': tfds.features.ClassLabel(num_classes=10),
-        }),
-        supervised_keys=('image', 'label'),
-        homepage='https://archive.ics.uci.edu/dataset/80',
-        disable_shuffling=True,
+      description=__doc__,
+      features=tfds.features.FeaturesDict(
+        {
+          'image': tfds.features.Tensor(shape=(8, 8, 1), dtype=np.uint8),
+          'label': tfds.features.ClassLabel(num_classes=10),
+        }
+      ),
+      supervised_keys=('image', 'label'),
+      homepage='https://archive.ics.uci.edu/dataset/80',
+      disable_shuffling=True,
     )
 
   def _split_generators(self, dl_manager):
     del dl_manager
     images, labels = _load()
     return {
-        split: self._generate_examples(images, labels, idx)
-        for split, idx in split_indices(labels).items()
+      split: self._generate_examples(images, labels, idx)
+      for split, idx in split_indices(labels).items()
     }
 
   def _generate_examples(self, images, labels, indices):

@@ -23,6 +23,7 @@ Seeded generators, registered as datasets with their options in `config.data.gra
               The setup of Li, Song, Song, Wipf (ICML 2023, arXiv 2312.02622), whose Virgo
               graph factor matters on heavy-tailed graphs (`initlab.init.virgo`).
 """
+
 from __future__ import annotations
 
 import functools
@@ -45,8 +46,10 @@ def canonical_edges(senders, receivers, num_nodes: int) -> tuple[np.ndarray, np.
   if s.shape != r.shape:
     raise ValueError(f'senders {s.shape} and receivers {r.shape} differ in length')
   if s.size and (min(s.min(), r.min()) < 0 or max(s.max(), r.max()) >= num_nodes):
-    raise ValueError(f'edge index outside [0, {num_nodes}): range [{min(s.min(), r.min())}, '
-                     f'{max(s.max(), r.max())}]')
+    raise ValueError(
+      f'edge index outside [0, {num_nodes}): range [{min(s.min(), r.min())}, '
+      f'{max(s.max(), r.max())}]'
+    )
   keep = s != r
   s, r = np.concatenate([s[keep], r[keep]]), np.concatenate([r[keep], s[keep]])
   code = np.unique(r * num_nodes + s)  # Sorted by (receiver, sender).
@@ -61,18 +64,27 @@ def degrees(example: Mapping[str, np.ndarray]) -> np.ndarray:
 def graph_stats(example: Mapping[str, np.ndarray]) -> dict[str, Any]:
   """The facts a graph-aware init scheme reads (`InitContext.dataset`):
 
-    'graph': {'senders', 'receivers' (as in the example), 'feature_mean' float64 (N,) = row
-              means of the features (x̄ of Virgo, arXiv 2312.02622), 'num_nodes': N},
-    'num_nodes', 'num_edges' (directed, no self-loops), 'mean_degree', 'max_degree'.
+  'graph': {'senders', 'receivers' (as in the example), 'feature_mean' float64 (N,) = row
+            means of the features (x̄ of Virgo, arXiv 2312.02622), 'num_nodes': N},
+  'num_nodes', 'num_edges' (directed, no self-loops), 'mean_degree', 'max_degree'.
   """
   n = len(example['labels'])
   deg = degrees(example)
   feature_mean = np.asarray(example['features'], np.float64).mean(axis=1)
   feature_mean.flags.writeable = False
-  graph = {'senders': example['senders'], 'receivers': example['receivers'],
-           'feature_mean': feature_mean, 'num_nodes': n}
-  return {'graph': graph, 'num_nodes': n, 'num_edges': int(len(example['senders'])),
-          'mean_degree': float(deg.mean()) if n else 0.0, 'max_degree': int(deg.max(initial=0))}
+  graph = {
+    'senders': example['senders'],
+    'receivers': example['receivers'],
+    'feature_mean': feature_mean,
+    'num_nodes': n,
+  }
+  return {
+    'graph': graph,
+    'num_nodes': n,
+    'num_edges': int(len(example['senders'])),
+    'mean_degree': float(deg.mean()) if n else 0.0,
+    'max_degree': int(deg.max(initial=0)),
+  }
 
 
 def check_example(example: Mapping[str, np.ndarray]) -> None:
@@ -81,20 +93,30 @@ def check_example(example: Mapping[str, np.ndarray]) -> None:
   if missing:
     raise ValueError(f'graph example lacks {missing}; it needs {list(KEYS)}')
   n = len(example['labels'])
-  want = {'features': (np.float32, 2), 'labels': (np.int32, 1), 'senders': (np.int32, 1),
-          'receivers': (np.int32, 1), 'train_mask': (np.bool_, 1), 'val_mask': (np.bool_, 1),
-          'test_mask': (np.bool_, 1)}
+  want = {
+    'features': (np.float32, 2),
+    'labels': (np.int32, 1),
+    'senders': (np.int32, 1),
+    'receivers': (np.int32, 1),
+    'train_mask': (np.bool_, 1),
+    'val_mask': (np.bool_, 1),
+    'test_mask': (np.bool_, 1),
+  }
   for key, (dtype, ndim) in want.items():
     a = example[key]
     if a.dtype != dtype or a.ndim != ndim:
-      raise ValueError(f'graph example {key!r}: expected {np.dtype(dtype).name} with {ndim} '
-                       f'dims, got {a.dtype} {a.shape}')
+      raise ValueError(
+        f'graph example {key!r}: expected {np.dtype(dtype).name} with {ndim} '
+        f'dims, got {a.dtype} {a.shape}'
+      )
     if key not in ('senders', 'receivers') and a.shape[0] != n:
       raise ValueError(f'graph example {key!r} has {a.shape[0]} rows, labels {n}')
   s, r = canonical_edges(example['senders'], example['receivers'], n)
   if not (np.array_equal(s, example['senders']) and np.array_equal(r, example['receivers'])):
-    raise ValueError('graph example edges are not canonical (both directions, no self-loops, '
-                     'no duplicates, sorted by receiver): use graphs.canonical_edges')
+    raise ValueError(
+      'graph example edges are not canonical (both directions, no self-loops, '
+      'no duplicates, sorted by receiver): use graphs.canonical_edges'
+    )
 
 
 def _frozen(example: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -107,19 +129,24 @@ def split_of(example: dict[str, np.ndarray]) -> registry.Split:
   """The one-example `Split` of a graph (what a registered graph opener returns)."""
   check_example(example)
   example = _frozen(example)
-  return registry.Split(source=(example,), transform=None,
-                        input_shape=(example['features'].shape[1],),
-                        num_classes=int(example['labels'].max(initial=0)) + 1,
-                        num_examples=int(example['train_mask'].sum()),
-                        graph_stats=graph_stats(example))
+  return registry.Split(
+    source=(example,),
+    transform=None,
+    input_shape=(example['features'].shape[1],),
+    num_classes=int(example['labels'].max(initial=0)) + 1,
+    num_examples=int(example['train_mask'].sum()),
+    graph_stats=graph_stats(example),
+  )
 
 
 def graph(cfg) -> dict[str, np.ndarray]:
   """The full-batch example of graph dataset `cfg['name']` (`config.data` or a dict)."""
   entry = registry.lookup(registry.option(cfg, 'name'), key='data.name')
   if entry.task != TASK:
-    raise ConfigError(f'config.data.name: {entry.name!r} is a {entry.task!r} dataset, not a '
-                      f'graph; graph datasets: {list(names())}')
+    raise ConfigError(
+      f'config.data.name: {entry.name!r} is a {entry.task!r} dataset, not a '
+      f'graph; graph datasets: {list(names())}'
+    )
   return entry.open_split(cfg, 'train').source[0]
 
 
@@ -134,8 +161,9 @@ def options(cfg, name: str, defaults: Mapping[str, Any]) -> dict[str, Any]:
   given = given.to_dict() if hasattr(given, 'to_dict') else dict(given)
   unknown = sorted(set(given) - set(defaults))
   if unknown:
-    raise ConfigError(f'config.data.graph: dataset {name!r} takes no option {unknown}; valid: '
-                      f'{sorted(defaults)}')
+    raise ConfigError(
+      f'config.data.graph: dataset {name!r} takes no option {unknown}; valid: {sorted(defaults)}'
+    )
   out = dict(defaults)
   out.update({k: v for k, v in given.items() if v is not None})
   return out
@@ -150,30 +178,36 @@ def _cached(generate):
 def _positive(name, opts, *keys):
   for k in keys:
     if not opts[k] > 0:
-      raise ConfigError(f'config.data.graph.{k}: dataset {name!r} needs a value > 0, got '
-                        f'{opts[k]!r}')
+      raise ConfigError(
+        f'config.data.graph.{k}: dataset {name!r} needs a value > 0, got {opts[k]!r}'
+      )
 
 
 def _probability(name, opts, *keys):
   for k in keys:
     if not 0 <= opts[k] <= 1:
-      raise ConfigError(f'config.data.graph.{k}: dataset {name!r} needs a probability in '
-                        f'[0, 1], got {opts[k]!r}')
+      raise ConfigError(
+        f'config.data.graph.{k}: dataset {name!r} needs a probability in [0, 1], got {opts[k]!r}'
+      )
 
 
-def planetoid_masks(rng: np.random.Generator, labels: np.ndarray, train_per_class: int,
-                    num_val: int, num_test: int) -> tuple[np.ndarray, ...]:
+def planetoid_masks(
+  rng: np.random.Generator, labels: np.ndarray, train_per_class: int, num_val: int, num_test: int
+) -> tuple[np.ndarray, ...]:
   """Planetoid-style random split: `train_per_class` nodes of each class, then `num_val` and
   `num_test` of the rest; bool (N,) train, val, test masks."""
   n, classes = len(labels), int(labels.max(initial=0)) + 1
-  train = np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:train_per_class]
-                          for c in range(classes)])
+  train = np.concatenate(
+    [rng.permutation(np.flatnonzero(labels == c))[:train_per_class] for c in range(classes)]
+  )
   rest = rng.permutation(np.setdiff1d(np.arange(n), train))
   if len(rest) < num_val + num_test:
-    raise ConfigError(f'config.data.graph: {n} nodes leave {len(rest)} after the train nodes, '
-                      f'fewer than num_val + num_test = {num_val + num_test}')
+    raise ConfigError(
+      f'config.data.graph: {n} nodes leave {len(rest)} after the train nodes, '
+      f'fewer than num_val + num_test = {num_val + num_test}'
+    )
   masks = [np.zeros(n, bool) for _ in range(3)]
-  for mask, idx in zip(masks, (train, rest[:num_val], rest[num_val:num_val + num_test])):
+  for mask, idx in zip(masks, (train, rest[:num_val], rest[num_val : num_val + num_test])):
     mask[idx] = True
   return tuple(masks)
 
@@ -187,17 +221,38 @@ def _pairs_within(rng, count: int, p: float) -> np.ndarray:
 def _triangle(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   """Pair number idx -> (i, j), j < i, enumerating (1,0), (2,0), (2,1), (3,0), ..."""
   i = np.floor((np.sqrt(8.0 * idx + 1) - 1) / 2).astype(np.int64) + 1
-  i -= (i * (i - 1) // 2 > idx)          # Guards the float square root.
-  i += ((i + 1) * i // 2 <= idx)
+  i -= i * (i - 1) // 2 > idx  # Guards the float square root.
+  i += (i + 1) * i // 2 <= idx
   return i, idx - i * (i - 1) // 2
 
 
-CSBM_DEFAULTS = dict(num_nodes=2000, num_classes=4, p_in=0.01, p_out=0.002, num_features=128,
-                     signal=1.0, seed=0, train_per_class=20, num_val=500, num_test=1000)
+CSBM_DEFAULTS = dict(
+  num_nodes=2000,
+  num_classes=4,
+  p_in=0.01,
+  p_out=0.002,
+  num_features=128,
+  signal=1.0,
+  seed=0,
+  train_per_class=20,
+  num_val=500,
+  num_test=1000,
+)
 
 
-def csbm(*, num_nodes, num_classes, p_in, p_out, num_features, signal, seed, train_per_class,
-         num_val, num_test) -> dict[str, np.ndarray]:
+def csbm(
+  *,
+  num_nodes,
+  num_classes,
+  p_in,
+  p_out,
+  num_features,
+  signal,
+  seed,
+  train_per_class,
+  num_val,
+  num_test,
+) -> dict[str, np.ndarray]:
   """Contextual SBM (arXiv 1807.09596, multi-class): the full-batch example.
 
   Labels: a seeded permutation of `arange(N) % C` (balanced classes). Edges: every unordered
@@ -219,8 +274,9 @@ def csbm(*, num_nodes, num_classes, p_in, p_out, num_features, signal, seed, tra
       else:
         idx = _pairs_within(rng, len(ma) * len(mb), p_out)
         senders.append(ma[idx // len(mb)]), receivers.append(mb[idx % len(mb)])
-  senders, receivers = canonical_edges(np.concatenate(senders), np.concatenate(receivers),
-                                       num_nodes)
+  senders, receivers = canonical_edges(
+    np.concatenate(senders), np.concatenate(receivers), num_nodes
+  )
   means = rng.normal(size=(num_classes, num_features)) / np.sqrt(num_features)
   noise = rng.normal(size=(num_nodes, num_features)) / np.sqrt(num_features)
   features = (signal * means[labels] + noise).astype(np.float32)
@@ -228,13 +284,25 @@ def csbm(*, num_nodes, num_classes, p_in, p_out, num_features, signal, seed, tra
   return dict(zip(KEYS, (features, labels, senders, receivers, *masks)))
 
 
-CHUNG_LU_DEFAULTS = dict(num_nodes=3000, num_classes=5, num_features=500, exponent=2.5,
-                         mean_degree=8.0, max_degree=300.0, active=16, signal=0.7, seed=0,
-                         train_per_class=20, num_val=500, num_test=1000)
+CHUNG_LU_DEFAULTS = dict(
+  num_nodes=3000,
+  num_classes=5,
+  num_features=500,
+  exponent=2.5,
+  mean_degree=8.0,
+  max_degree=300.0,
+  active=16,
+  signal=0.7,
+  seed=0,
+  train_per_class=20,
+  num_val=500,
+  num_test=1000,
+)
 
 
-def chung_lu_weights(num_nodes: int, exponent: float, mean_degree: float,
-                     max_degree: float) -> np.ndarray:
+def chung_lu_weights(
+  num_nodes: int, exponent: float, mean_degree: float, max_degree: float
+) -> np.ndarray:
   """Expected degrees w_i ∝ (i + 1)^(-1/(exponent - 1)) (a power law P(w) ~ w^-exponent),
   capped at `max_degree`, scaled so their mean is `mean_degree`; float64 (N,), descending."""
   w = (np.arange(num_nodes) + 1.0) ** (-1.0 / (exponent - 1.0))
@@ -243,8 +311,21 @@ def chung_lu_weights(num_nodes: int, exponent: float, mean_degree: float,
   return w
 
 
-def chung_lu(*, num_nodes, num_classes, num_features, exponent, mean_degree, max_degree,
-             active, signal, seed, train_per_class, num_val, num_test) -> dict[str, np.ndarray]:
+def chung_lu(
+  *,
+  num_nodes,
+  num_classes,
+  num_features,
+  exponent,
+  mean_degree,
+  max_degree,
+  active,
+  signal,
+  seed,
+  train_per_class,
+  num_val,
+  num_test,
+) -> dict[str, np.ndarray]:
   """Heavy-tailed Chung-Lu graph with sparse binary features: the full-batch example.
 
   Edges: M ~ Poisson(S/2) with S = sum_i w_i (`chung_lu_weights`), each with both endpoints
@@ -291,13 +372,25 @@ def open_chung_lu(cfg, split: str) -> registry.Split:
   """Heavy-tailed Chung-Lu graph with `config.data.graph` options over `CHUNG_LU_DEFAULTS`."""
   del split
   opts = options(cfg, 'chung_lu', CHUNG_LU_DEFAULTS)
-  _positive('chung_lu', opts, 'num_nodes', 'num_classes', 'num_features', 'mean_degree',
-            'max_degree', 'active')
+  _positive(
+    'chung_lu',
+    opts,
+    'num_nodes',
+    'num_classes',
+    'num_features',
+    'mean_degree',
+    'max_degree',
+    'active',
+  )
   _probability('chung_lu', opts, 'signal')
   if not opts['exponent'] > 2:
-    raise ConfigError(f'config.data.graph.exponent: chung_lu needs an exponent > 2 (finite '
-                      f'mean degree), got {opts["exponent"]!r}')
+    raise ConfigError(
+      f'config.data.graph.exponent: chung_lu needs an exponent > 2 (finite '
+      f'mean degree), got {opts["exponent"]!r}'
+    )
   if opts['num_features'] < opts['num_classes']:
-    raise ConfigError(f'config.data.graph.num_features: chung_lu needs at least num_classes '
-                      f'= {opts["num_classes"]} features, got {opts["num_features"]}')
+    raise ConfigError(
+      f'config.data.graph.num_features: chung_lu needs at least num_classes '
+      f'= {opts["num_classes"]} features, got {opts["num_features"]}'
+    )
   return split_of(dict(_chung_lu(**opts)))

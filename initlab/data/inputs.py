@@ -11,6 +11,7 @@ Batches always use the keys 'image' float32 (B, *input_shape) and 'label'
 int32 (B,) for classification, 'inputs' and 'targets' int32 (B, seq_len) for
 language modelling.
 """
+
 import dataclasses
 from typing import Any
 
@@ -35,6 +36,7 @@ class Metadata:
     graph_stats: for graph datasets (task 'node_classification'), the facts init schemes
       read (`initlab.data.graphs.graph_stats`), else None.
   """
+
   name: str
   task: str
   input_shape: tuple[int | None, ...]
@@ -53,21 +55,28 @@ def metadata(cfg) -> Metadata:
   """Returns the `Metadata` of `config.data` (opens its train split)."""
   entry, split = _open(cfg, registry.option(cfg, 'train_split', 'train'))
   num = len(split.source) if split.num_examples is None else split.num_examples
-  return Metadata(cfg['name'], entry.task, tuple(split.input_shape),
-                  split.num_classes, split.vocab_size, num, split.graph_stats)
+  return Metadata(
+    cfg['name'],
+    entry.task,
+    tuple(split.input_shape),
+    split.num_classes,
+    split.vocab_size,
+    num,
+    split.graph_stats,
+  )
 
 
 def build(
-    cfg,
-    *,
-    split: str,
-    batch_size: int,
-    seed: int,
-    shuffle: bool = True,
-    num_epochs: int | None = None,
-    drop_remainder: bool = True,
-    process_index: int | None = None,
-    process_count: int | None = None,
+  cfg,
+  *,
+  split: str,
+  batch_size: int,
+  seed: int,
+  shuffle: bool = True,
+  num_epochs: int | None = None,
+  drop_remainder: bool = True,
+  process_index: int | None = None,
+  process_count: int | None = None,
 ) -> grain.DatasetIterator:
   """Returns `pipeline.make_iterator` over `split` of `config.data`.
 
@@ -82,7 +91,13 @@ def build(
   """
   _, opened = _open(cfg, split)
   return pipeline.make_iterator(
-      opened.source, batch_size=batch_size, seed=seed, shuffle=shuffle,
-      num_epochs=num_epochs, drop_remainder=drop_remainder,
-      transform=opened.transform, process_index=process_index,
-      process_count=process_count)
+    opened.source,
+    batch_size=batch_size,
+    seed=seed,
+    shuffle=shuffle,
+    num_epochs=num_epochs,
+    drop_remainder=drop_remainder,
+    transform=opened.transform,
+    process_index=process_index,
+    process_count=process_count,
+  )

@@ -1,4 +1,5 @@
 """Language-model windows over a token stream (random access, grain-ready)."""
+
 from collections.abc import Sequence
 
 import numpy as np
@@ -25,8 +26,9 @@ def seq_len_option(cfg) -> int:
   """`config.data.seq_len`, the window length, checked to be a positive int."""
   seq_len = cfg.get('seq_len')
   if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 1:
-    raise ValueError(f'data.seq_len must be a positive int for data.name='
-                     f'{cfg["name"]!r}, got {seq_len!r}.')
+    raise ValueError(
+      f'data.seq_len must be a positive int for data.name={cfg["name"]!r}, got {seq_len!r}.'
+    )
   return seq_len
 
 
@@ -52,7 +54,7 @@ class Windows:
     if not 0 <= index < len(self):
       raise IndexError(f'window {index} out of range [0, {len(self)}).')
     start = index * self.seq_len
-    w = self.tokens[start:start + self.seq_len + 1].astype(np.int32)
+    w = self.tokens[start : start + self.seq_len + 1].astype(np.int32)
     return {'inputs': w[:-1], 'targets': w[1:]}
 
   def __repr__(self) -> str:

@@ -11,6 +11,7 @@ small JSON-able dict and `set_state(state)` on a freshly built iterator with
 the same arguments continues exactly where the saved one stopped. It also
 works with `grain.checkpoint.CheckpointSave/CheckpointRestore` in Orbax.
 """
+
 from collections.abc import Callable, Mapping
 import dataclasses
 from typing import Any
@@ -24,18 +25,18 @@ MASK_KEY = 'mask'
 
 
 def make_iterator(
-    source,
-    *,
-    batch_size: int,
-    seed: int,
-    shuffle: bool = True,
-    num_epochs: int | None = None,
-    drop_remainder: bool = True,
-    transform: Callable[[Example], Example] | None = None,
-    process_index: int | None = None,
-    process_count: int | None = None,
-    num_threads: int = 4,
-    prefetch: int = 16,
+  source,
+  *,
+  batch_size: int,
+  seed: int,
+  shuffle: bool = True,
+  num_epochs: int | None = None,
+  drop_remainder: bool = True,
+  transform: Callable[[Example], Example] | None = None,
+  process_index: int | None = None,
+  process_count: int | None = None,
+  num_threads: int = 4,
+  prefetch: int = 16,
 ) -> grain.DatasetIterator:
   """Returns an iterator of this process's share of each global batch.
 
@@ -64,14 +65,15 @@ def make_iterator(
   if process_count is None:
     process_count = jax.process_count()
   if batch_size < 1 or batch_size % process_count:
-    raise ValueError(f'batch_size={batch_size} must be a positive multiple of '
-                     f'process_count={process_count}.')
+    raise ValueError(
+      f'batch_size={batch_size} must be a positive multiple of process_count={process_count}.'
+    )
   if not 0 <= process_index < process_count:
-    raise ValueError(f'process_index={process_index} not in '
-                     f'[0, process_count={process_count}).')
+    raise ValueError(f'process_index={process_index} not in [0, process_count={process_count}).')
   if num_epochs is None and not drop_remainder:
-    raise ValueError('drop_remainder=False needs a finite num_epochs; an '
-                     'endless stream has no last batch to pad.')
+    raise ValueError(
+      'drop_remainder=False needs a finite num_epochs; an endless stream has no last batch to pad.'
+    )
   local = batch_size // process_count
 
   ds = grain.MapDataset.source(source)
@@ -88,8 +90,7 @@ def make_iterator(
   # every P-th local batch starting at its index.
   ds = ds.batch(local, drop_remainder=True)
   ds = ds.slice(slice(process_index, None, process_count))
-  read = grain.ReadOptions(num_threads=num_threads,
-                           prefetch_buffer_size=prefetch)
+  read = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)
   return iter(ds.to_iter_dataset(read))
 
 
@@ -117,8 +118,7 @@ def to_global(batch, sharding):
     The same pytree of global arrays whose leading axis is the global batch.
   """
   if isinstance(sharding, jax.sharding.Sharding):
-    return jax.tree.map(
-        lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
+    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
   return jax.tree.map(jax.make_array_from_process_local_data, sharding, batch)
 
 
@@ -129,6 +129,7 @@ class ImageTransform:
   Reads `image_key` / `label_key` of a record and always emits the keys
   'image' and 'label'. A plain dataclass, so it pickles for worker processes.
   """
+
   image_key: str = 'image'
   label_key: str = 'label'
   scale: float = 1 / 255
@@ -136,4 +137,3 @@ class ImageTransform:
   def __call__(self, ex: Example) -> dict[str, np.ndarray]:
     image = np.asarray(ex[self.image_key], np.float32) * np.float32(self.scale)
     return {'image': image, 'label': np.asarray(ex[self.label_key], np.int32)}
-

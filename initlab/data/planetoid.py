@@ -25,6 +25,7 @@ hold are constructed (a scipy CSR matrix becomes a plain holder of its arrays; s
 imported); anything else raises `UnsafePickleError` naming it. `config.data.graph.raw_dir`
 makes 'cora' / 'citeseer' read raw files from there instead of the embedded copy.
 """
+
 from __future__ import annotations
 
 import collections
@@ -56,8 +57,9 @@ class _CSR:
     shape = getattr(self, '_shape', None) or getattr(self, 'shape', None)
     rows, cols = (int(d) for d in shape)
     indptr, indices = np.asarray(self.indptr, np.int64), np.asarray(self.indices, np.int64)
-    if indptr.shape != (rows + 1,) or (indices.size and not 0 <= indices.min() <= indices.max()
-                                       < cols):
+    if indptr.shape != (rows + 1,) or (
+      indices.size and not 0 <= indices.min() <= indices.max() < cols
+    ):
       raise ValueError(f'malformed CSR matrix: shape {shape}, indptr {indptr.shape}')
     out = np.zeros((rows, cols), dtype)
     out[np.repeat(np.arange(rows), np.diff(indptr)), indices] = self.data
@@ -79,16 +81,17 @@ def _encode(text: str, encoding: str = 'utf-8') -> bytes:
 
 
 _ALLOWED = {
-    ('_codecs', 'encode'): _encode,
-    ('__builtin__', 'list'): list, ('builtins', 'list'): list,
-    ('collections', 'defaultdict'): collections.defaultdict,
-    ('numpy', 'dtype'): np.dtype,
-    ('numpy', 'ndarray'): np.ndarray,
-    ('numpy.core.multiarray', '_reconstruct'): _reconstruct,
-    ('numpy._core.multiarray', '_reconstruct'): _reconstruct,
-    ('scipy.sparse.csr', 'csr_matrix'): _CSR,
-    ('scipy.sparse._csr', 'csr_matrix'): _CSR,
-    ('scipy.sparse', 'csr_matrix'): _CSR,
+  ('_codecs', 'encode'): _encode,
+  ('__builtin__', 'list'): list,
+  ('builtins', 'list'): list,
+  ('collections', 'defaultdict'): collections.defaultdict,
+  ('numpy', 'dtype'): np.dtype,
+  ('numpy', 'ndarray'): np.ndarray,
+  ('numpy.core.multiarray', '_reconstruct'): _reconstruct,
+  ('numpy._core.multiarray', '_reconstruct'): _reconstruct,
+  ('scipy.sparse.csr', 'csr_matrix'): _CSR,
+  ('scipy.sparse._csr', 'csr_matrix'): _CSR,
+  ('scipy.sparse', 'csr_matrix'): _CSR,
 }
 
 
@@ -104,8 +107,9 @@ class _AllowListUnpickler(pickle.Unpickler):
       return _ALLOWED[(module, name)]
     except KeyError:
       raise UnsafePickleError(
-          f'{self._where}: refusing to unpickle {module}.{name}: a raw Planetoid file holds '
-          f'only {sorted({f"{m}.{n}" for m, n in _ALLOWED})}') from None
+        f'{self._where}: refusing to unpickle {module}.{name}: a raw Planetoid file holds '
+        f'only {sorted({f"{m}.{n}" for m, n in _ALLOWED})}'
+      ) from None
 
   def persistent_load(self, pid):
     raise UnsafePickleError(f'{self._where}: refusing a persistent id {pid!r}')
@@ -138,15 +142,15 @@ def from_parts(x, y, tx, ty, allx, ally, graph, test_index) -> dict[str, np.ndar
   num_nodes = len(allx) + int(test_index.max() - test_index.min()) + 1
   features = np.zeros((num_nodes, allx.shape[1]), np.float32)
   onehot = np.zeros((num_nodes, ally.shape[1]), np.float32)
-  features[:len(allx)], onehot[:len(allx)] = allx, ally
-  features[test_index], onehot[test_index] = tx, ty   # Missing ids keep zero rows: label 0.
+  features[: len(allx)], onehot[: len(allx)] = allx, ally
+  features[test_index], onehot[test_index] = tx, ty  # Missing ids keep zero rows: label 0.
   labels = onehot.argmax(axis=1).astype(np.int32)
   pairs = [(int(u), int(v)) for u, vs in graph.items() for v in vs]
   senders, receivers = np.array(pairs, np.int64).reshape(-1, 2).T
   senders, receivers = graphs.canonical_edges(senders, receivers, num_nodes)
   masks = [np.zeros(num_nodes, bool) for _ in range(3)]
-  masks[0][:len(y)] = True
-  masks[1][len(y):len(y) + NUM_VAL] = True
+  masks[0][: len(y)] = True
+  masks[1][len(y) : len(y) + NUM_VAL] = True
   masks[2][test_index] = True
   return dict(zip(graphs.KEYS, (features, labels, senders, receivers, *masks)))
 
@@ -177,14 +181,15 @@ def pack(example) -> dict[str, np.ndarray]:
   rows, cols = np.nonzero(f)
   upper = example['senders'] < example['receivers']
   return dict(
-      num_features=np.int64(f.shape[1]),
-      feature_indptr=np.searchsorted(rows, np.arange(f.shape[0] + 1)).astype(np.int32),
-      feature_indices=cols.astype(np.int16 if f.shape[1] < 2**15 else np.int32),
-      labels=example['labels'].astype(np.int8),
-      edges=np.stack([example['senders'][upper], example['receivers'][upper]]).astype(np.int16),
-      train=np.flatnonzero(example['train_mask']).astype(np.int32),
-      val=np.flatnonzero(example['val_mask']).astype(np.int32),
-      test=np.flatnonzero(example['test_mask']).astype(np.int32))
+    num_features=np.int64(f.shape[1]),
+    feature_indptr=np.searchsorted(rows, np.arange(f.shape[0] + 1)).astype(np.int32),
+    feature_indices=cols.astype(np.int16 if f.shape[1] < 2**15 else np.int32),
+    labels=example['labels'].astype(np.int8),
+    edges=np.stack([example['senders'][upper], example['receivers'][upper]]).astype(np.int16),
+    train=np.flatnonzero(example['train_mask']).astype(np.int32),
+    val=np.flatnonzero(example['val_mask']).astype(np.int32),
+    test=np.flatnonzero(example['test_mask']).astype(np.int32),
+  )
 
 
 def unpack(arrays) -> dict[str, np.ndarray]:
@@ -198,8 +203,9 @@ def unpack(arrays) -> dict[str, np.ndarray]:
   masks = [np.zeros(n, bool) for _ in range(3)]
   for mask, key in zip(masks, ('train', 'val', 'test')):
     mask[arrays[key]] = True
-  return dict(zip(graphs.KEYS, (features, arrays['labels'].astype(np.int32), senders, receivers,
-                                *masks)))
+  return dict(
+    zip(graphs.KEYS, (features, arrays['labels'].astype(np.int32), senders, receivers, *masks))
+  )
 
 
 def embedded_file(name: str) -> str:
@@ -226,6 +232,7 @@ def _open(name: str):
     del split
     raw_dir = graphs.options(cfg, name, defaults)['raw_dir']
     return graphs.split_of(read_raw(raw_dir, name) if raw_dir else read_embedded(name))
+
   open_split.__qualname__ = f'open_{name}'
   return registry.register_dataset(name, task=graphs.TASK)(open_split)
 

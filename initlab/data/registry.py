@@ -10,6 +10,7 @@ and `initlab.data.__init__` imports every dataset module, so the registry is com
 `initlab.data` is imported. The name '*' is the fallback entry: it opens any TFDS catalog
 name that is not registered (`initlab.data.catalog`, image classification).
 """
+
 import dataclasses
 from typing import Any, Callable
 
@@ -18,7 +19,7 @@ import tensorflow_datasets as tfds
 # The batch keys of each task: `Split.transform`; 'node_classification': one full-batch graph
 # (`initlab.data.graphs`).
 TASKS = ('classification', 'lm', 'node_classification')
-CATALOG = '*'                     # Entry name of the TFDS-catalog fallback.
+CATALOG = '*'  # Entry name of the TFDS-catalog fallback.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +38,7 @@ class Split:
       a graph: its train nodes).
     graph_stats: a graph's facts for init schemes (`initlab.data.graphs.graph_stats`), else None.
   """
+
   source: Any
   transform: Callable[[Any], dict[str, Any]] | None
   input_shape: tuple[int | None, ...]
@@ -50,6 +52,7 @@ class Split:
 class DatasetEntry:
   """A registered dataset: `open_split(config.data, split) -> Split`; `builder`, a TFDS
   builder class that `initlab.data.prepare` builds offline, or None (TFDS catalog)."""
+
   name: str
   task: str
   open_split: Callable[[Any, str], Split]
@@ -72,6 +75,7 @@ def register_dataset(name: str, *, task: str, builder: type | None = None):
   Registering a name again with the same function (or its re-definition, e.g. a notebook
   cell run twice) replaces the entry; with a different function it is an error.
   """
+
   def decorate(open_split):
     where = f'register_dataset({name!r})'
     if not isinstance(name, str) or not name:
@@ -79,20 +83,26 @@ def register_dataset(name: str, *, task: str, builder: type | None = None):
     if task not in TASKS:
       raise ValueError(f'{where}: task={task!r}; valid tasks: {TASKS}')
     if not callable(open_split):
-      raise ValueError(f'{where}: decorates a function (cfg, split) -> Split, got '
-                       f'{open_split!r}')
-    if builder is not None and not (isinstance(builder, type)
-                                    and issubclass(builder, tfds.core.DatasetBuilder)):
-      raise ValueError(f'{where}: builder must be a tfds.core.DatasetBuilder subclass, got '
-                       f'{builder!r}')
+      raise ValueError(f'{where}: decorates a function (cfg, split) -> Split, got {open_split!r}')
+    if builder is not None and not (
+      isinstance(builder, type) and issubclass(builder, tfds.core.DatasetBuilder)
+    ):
+      raise ValueError(
+        f'{where}: builder must be a tfds.core.DatasetBuilder subclass, got {builder!r}'
+      )
     old = _DATASETS.get(name)
     key = lambda f: (getattr(f, '__module__', None), getattr(f, '__qualname__', None))
-    if old is not None and old.open_split is not open_split and key(old.open_split) != key(
-        open_split):
-      raise ValueError(f'{where}: already registered to {".".join(key(old.open_split))}; '
-                       'pick another name')
+    if (
+      old is not None
+      and old.open_split is not open_split
+      and key(old.open_split) != key(open_split)
+    ):
+      raise ValueError(
+        f'{where}: already registered to {".".join(key(old.open_split))}; pick another name'
+      )
     _DATASETS[name] = DatasetEntry(name, task, open_split, builder)
     return open_split
+
   return decorate
 
 
@@ -117,12 +127,13 @@ def lookup(name: Any, key: str = 'name') -> DatasetEntry:
   """
   if isinstance(name, str) and name in _DATASETS and name != CATALOG:
     return _DATASETS[name]
-  if (isinstance(name, str) and name and CATALOG in _DATASETS
-      and _in_tfds_catalog(name)):
+  if isinstance(name, str) and name and CATALOG in _DATASETS and _in_tfds_catalog(name):
     return _DATASETS[CATALOG]
   catalog = " or a TFDS catalog name (e.g. 'mnist')" if CATALOG in _DATASETS else ''
-  raise ValueError(f'Unknown dataset {key}={name!r}: expected one of the registered '
-                   f'datasets {list(dataset_names())}{catalog}.')
+  raise ValueError(
+    f'Unknown dataset {key}={name!r}: expected one of the registered '
+    f'datasets {list(dataset_names())}{catalog}.'
+  )
 
 
 def option(cfg, key: str, default: Any = None) -> Any:

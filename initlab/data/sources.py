@@ -5,6 +5,7 @@ A registered dataset with a `builder` (`initlab.data.registry`) is prepared offl
 the TFDS catalog and must already be prepared locally in array_record format (or be
 mocked with `tfds.testing.mock_data`); nothing is downloaded implicitly.
 """
+
 import os
 
 import tensorflow_datasets as tfds
@@ -16,8 +17,9 @@ _FORMAT = 'array_record'
 
 def default_data_dir() -> str:
   """`$INITLAB_DATA_DIR`, else `$TFDS_DATA_DIR`, else ~/tensorflow_datasets."""
-  path = (os.environ.get('INITLAB_DATA_DIR')
-          or os.environ.get('TFDS_DATA_DIR') or '~/tensorflow_datasets')
+  path = (
+    os.environ.get('INITLAB_DATA_DIR') or os.environ.get('TFDS_DATA_DIR') or '~/tensorflow_datasets'
+  )
   return os.path.expanduser(path)
 
 
@@ -30,8 +32,10 @@ def _builder_cls(name: str):
   """The TFDS builder class of registered `name`, None for a TFDS catalog name."""
   entry = registry.lookup(name)
   if entry.builder is None and entry.name != registry.CATALOG:
-    raise ValueError(f'dataset {name!r} is not a TFDS dataset (its registration has no '
-                     'builder): read it with initlab.data.build / metadata.')
+    raise ValueError(
+      f'dataset {name!r} is not a TFDS dataset (its registration has no '
+      'builder): read it with initlab.data.build / metadata.'
+    )
   return entry.builder
 
 
@@ -58,9 +62,10 @@ def prepare(name: str, data_dir: str | None = None) -> tfds.core.DatasetBuilder:
     if e.name != 'importlib_resources':
       raise
     raise ModuleNotFoundError(
-        f'Preparing TFDS dataset {name!r} needs `pip install '
-        'importlib_resources` (used but not declared by tensorflow-datasets).',
-        name=e.name) from e
+      f'Preparing TFDS dataset {name!r} needs `pip install '
+      'importlib_resources` (used but not declared by tensorflow-datasets).',
+      name=e.name,
+    ) from e
   return builder
 
 
@@ -80,12 +85,12 @@ def data_source(name: str, split: str, data_dir: str | None = None):
   if builder_cls is not None:
     return prepare(name, data_dir).as_data_source(split=split)
   try:
-    return tfds.data_source(name, split=split, data_dir=data_dir,
-                            download=False)
+    return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
   except Exception as e:  # pylint: disable=broad-except
     raise ValueError(
-        f'Cannot open TFDS dataset {name!r} split {split!r} from data_dir '
-        f'{data_dir!r}. It must be prepared there in array_record format, e.g. '
-        f'`initlab.data.prepare({name!r}, {data_dir!r})` with network access '
-        f'or `tfds build {name} --data_dir={data_dir} '
-        f'--file_format=array_record`. TFDS said: {e}') from e
+      f'Cannot open TFDS dataset {name!r} split {split!r} from data_dir '
+      f'{data_dir!r}. It must be prepared there in array_record format, e.g. '
+      f'`initlab.data.prepare({name!r}, {data_dir!r})` with network access '
+      f'or `tfds build {name} --data_dir={data_dir} '
+      f'--file_format=array_record`. TFDS said: {e}'
+    ) from e

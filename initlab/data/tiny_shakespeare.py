@@ -16,6 +16,7 @@ Language-model windows of any length are cut from the concatenated chunks in
 the input pipeline (`initlab.data.lm.Windows`), so one prepared copy serves
 every `seq_len`.
 """
+
 import hashlib
 import importlib.resources
 import lzma
@@ -45,8 +46,7 @@ def read_text() -> bytes:
 
 def split_bounds(n: int) -> dict[str, tuple[int, int]]:
   """Returns {split: (start, stop)} byte ranges of a text of n bytes."""
-  return {split: (n * a // 100, n * b // 100)
-          for split, (a, b) in _SPLIT_PERCENT.items()}
+  return {split: (n * a // 100, n * b // 100) for split, (a, b) in _SPLIT_PERCENT.items()}
 
 
 class TinyShakespeare(tfds.core.GeneratorBasedBuilder):
@@ -61,26 +61,28 @@ class TinyShakespeare(tfds.core.GeneratorBasedBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
-        description=__doc__,
-        features=tfds.features.FeaturesDict({
-            'bytes': tfds.features.Tensor(shape=(None,), dtype=np.uint8),
-            'offset': tfds.features.Scalar(dtype=np.int64),
-        }),
-        homepage='https://github.com/karpathy/char-rnn',
-        disable_shuffling=True,
+      description=__doc__,
+      features=tfds.features.FeaturesDict(
+        {
+          'bytes': tfds.features.Tensor(shape=(None,), dtype=np.uint8),
+          'offset': tfds.features.Scalar(dtype=np.int64),
+        }
+      ),
+      homepage='https://github.com/karpathy/char-rnn',
+      disable_shuffling=True,
     )
 
   def _split_generators(self, dl_manager):
     del dl_manager
     text = np.frombuffer(read_text(), np.uint8)
     return {
-        split: self._generate_examples(text, start, stop)
-        for split, (start, stop) in split_bounds(len(text)).items()
+      split: self._generate_examples(text, start, stop)
+      for split, (start, stop) in split_bounds(len(text)).items()
     }
 
   def _generate_examples(self, text, start, stop):
     for offset in range(start, stop, CHUNK):
-      chunk = text[offset:min(offset + CHUNK, stop)]
+      chunk = text[offset : min(offset + CHUNK, stop)]
       yield offset, {'bytes': chunk, 'offset': offset}
 
 
@@ -89,5 +91,6 @@ def open_split(cfg, split: str) -> registry.Split:
   """Next-token windows of `config.data.seq_len` bytes over `split` (prepared on first use)."""
   seq_len = lm.seq_len_option(cfg)
   raw = sources.data_source('tiny_shakespeare', split, registry.option(cfg, 'data_dir'))
-  return registry.Split(lm.Windows(lm.tokens_from_chunks(raw), seq_len), None, (seq_len,),
-                        vocab_size=VOCAB_SIZE)
+  return registry.Split(
+    lm.Windows(lm.tokens_from_chunks(raw), seq_len), None, (seq_len,), vocab_size=VOCAB_SIZE
+  )

@@ -14,12 +14,22 @@ moments for a random linear probe loss, and input–output Jacobian singular val
 parametrization (standard / ntk / μP; `plot_coord_check` draws it).
 Command line: `python -m initlab.diagnostics --help` (`initlab.diagnostics.cli`).
 """
+
 # pylint: disable=g-importing-member
-from initlab.diagnostics.coord_check import (CoordCheck, coord_check, default_widths,
-                                             plot_coord_check)
+from initlab.diagnostics.coord_check import (
+  CoordCheck,
+  coord_check,
+  default_widths,
+  plot_coord_check,
+)
 from initlab.diagnostics.jacobian import singular_values
 from initlab.diagnostics.propagation import Diagnostics, compare, default_context, measure
 from initlab.diagnostics.plots import plot_depth_profiles, plot_jacobian_spectrum
-from initlab.diagnostics.stats import (correlation, log2_slope, relu_c_map, second_moment,
-                                      unit_variance)
+from initlab.diagnostics.stats import (
+  correlation,
+  log2_slope,
+  relu_c_map,
+  second_moment,
+  unit_variance,
+)
 from initlab.diagnostics.tables import write_table

@@ -22,6 +22,7 @@ uniform in [0, vocab_size) of shape (B, --seq_len) for token models.
 multiplier) or, for vit/transformer_lm, its `dim`. --model_opt=key=value (repeatable) sets
 any other option; values are Python literals, else strings.
 """
+
 from __future__ import annotations
 
 import ast
@@ -37,31 +38,39 @@ from initlab import diagnostics
 from initlab import init as init_lib
 from initlab import models
 
-_MODEL = flags.DEFINE_string("model", "mlp", "Zoo model or preset: mlp, resnet20, vit, ...")
-_INIT = flags.DEFINE_string("init", "he_normal,lecun_normal,orthogonal",
-                            "Comma-separated init scheme names (initlab.init.scheme_names()).")
-_DEPTH = flags.DEFINE_integer("depth", None, "Sets the model config's depth.")
-_WIDTH = flags.DEFINE_float("width", None, "Sets `width` (or `dim` for vit/transformer_lm).")
-_MODEL_OPT = flags.DEFINE_multi_string("model_opt", [], "key=value model config override.")
-_BATCH = flags.DEFINE_integer("batch_size", 64, "Number of random inputs.")
-_SEQ_LEN = flags.DEFINE_integer("seq_len", 32, "Token sequence length (transformer_lm).")
-_SEED = flags.DEFINE_integer("seed", 0, "Seeds the model build, the init, the data and probes.")
+_MODEL = flags.DEFINE_string('model', 'mlp', 'Zoo model or preset: mlp, resnet20, vit, ...')
+_INIT = flags.DEFINE_string(
+  'init',
+  'he_normal,lecun_normal,orthogonal',
+  'Comma-separated init scheme names (initlab.init.scheme_names()).',
+)
+_DEPTH = flags.DEFINE_integer('depth', None, "Sets the model config's depth.")
+_WIDTH = flags.DEFINE_float('width', None, 'Sets `width` (or `dim` for vit/transformer_lm).')
+_MODEL_OPT = flags.DEFINE_multi_string('model_opt', [], 'key=value model config override.')
+_BATCH = flags.DEFINE_integer('batch_size', 64, 'Number of random inputs.')
+_SEQ_LEN = flags.DEFINE_integer('seq_len', 32, 'Token sequence length (transformer_lm).')
+_SEED = flags.DEFINE_integer('seed', 0, 'Seeds the model build, the init, the data and probes.')
 _TRAIN = flags.DEFINE_bool(
-    "train", True, "Measure forward/backward in train mode (BatchNorm with batch statistics, as "
-    "at the first training step); --notrain: eval mode (running averages).")
-_JAC_EXAMPLES = flags.DEFINE_integer("jacobian_examples", 4, "Examples with a Jacobian.")
-_JAC_DIM = flags.DEFINE_integer("max_jacobian_dim", 256, "Exact Jacobian up to this size.")
-_OUT = flags.DEFINE_string("out", None, "Output directory.")
+  'train',
+  True,
+  'Measure forward/backward in train mode (BatchNorm with batch statistics, as '
+  'at the first training step); --notrain: eval mode (running averages).',
+)
+_JAC_EXAMPLES = flags.DEFINE_integer('jacobian_examples', 4, 'Examples with a Jacobian.')
+_JAC_DIM = flags.DEFINE_integer('max_jacobian_dim', 256, 'Exact Jacobian up to this size.')
+_OUT = flags.DEFINE_string('out', None, 'Output directory.')
 
 
 def parse_schemes(spec: str) -> dict:
   """'a,b' -> {'a': get_scheme('a'), 'b': ...}; ValueError naming the valid names."""
-  names = [n.strip() for n in spec.split(",") if n.strip()]
+  names = [n.strip() for n in spec.split(',') if n.strip()]
   valid = init_lib.scheme_names()
   unknown = [n for n in names if n not in valid]
   if not names or unknown:
-    raise ValueError(f"--init={spec!r}: unknown scheme(s) {unknown or '(none given)'}; "
-                     f"valid names: {', '.join(valid)}")
+    raise ValueError(
+      f'--init={spec!r}: unknown scheme(s) {unknown or "(none given)"}; '
+      f'valid names: {", ".join(valid)}'
+    )
   return {n: init_lib.get_scheme(n) for n in names}
 
 
@@ -77,19 +86,19 @@ def model_config(name: str, depth=None, width=None, opts=()):
   config = models.default_config(name)
   overrides = {}
   if depth is not None:
-    overrides["depth"] = depth
+    overrides['depth'] = depth
   if width is not None:
-    key = "width" if "width" in config else "dim"
+    key = 'width' if 'width' in config else 'dim'
     overrides[key] = int(width) if isinstance(config[key], int) else float(width)
   for opt in opts:
-    key, sep, value = opt.partition("=")
+    key, sep, value = opt.partition('=')
     if not sep:
-      raise ValueError(f"--model_opt={opt!r} must be key=value")
+      raise ValueError(f'--model_opt={opt!r} must be key=value')
     overrides[key.strip()] = _literal(value.strip())
   for key, value in overrides.items():
-    if key not in config or key == "name":
-      valid = sorted(k for k in config if k != "name")
-      raise ValueError(f"model {name!r} has no option {key!r}; valid options: {valid}")
+    if key not in config or key == 'name':
+      valid = sorted(k for k in config if k != 'name')
+      raise ValueError(f'model {name!r} has no option {key!r}; valid options: {valid}')
     config[key] = tuple(value) if isinstance(value, list) else value
   return config
 
@@ -103,9 +112,23 @@ def random_batch(config, batch_size: int, seq_len: int, key: jax.Array) -> jax.A
   return jax.random.normal(key, shape)
 
 
-def run(name: str, schemes: dict, *, out: str, depth=None, width=None, opts=(), batch_size=64,
-        seq_len=32, seed=0, train=True, jacobian_examples=4, max_jacobian_dim=256,
-        plot=True, log=print) -> tuple[dict, str]:
+def run(
+  name: str,
+  schemes: dict,
+  *,
+  out: str,
+  depth=None,
+  width=None,
+  opts=(),
+  batch_size=64,
+  seq_len=32,
+  seed=0,
+  train=True,
+  jacobian_examples=4,
+  max_jacobian_dim=256,
+  plot=True,
+  log=print,
+) -> tuple[dict, str]:
   """Builds the model, compares `schemes`, writes tables (and plots if `plot`) into `out`.
 
   Returns ({scheme: Diagnostics}, markdown table).
@@ -114,36 +137,56 @@ def run(name: str, schemes: dict, *, out: str, depth=None, width=None, opts=(), 
   config = model_config(name, depth, width, opts)
   data_key, key = jax.random.split(jax.random.key(seed))
   batch = random_batch(config, batch_size, seq_len, data_key)
-  log(f"model {name}: {dict(config)}; batch {batch.shape} {batch.dtype}; "
-      f"{'train' if train else 'eval'} mode")
+  log(
+    f'model {name}: {dict(config)}; batch {batch.shape} {batch.dtype}; '
+    f'{"train" if train else "eval"} mode'
+  )
   start = time.time()
   results = diagnostics.compare(
-      lambda rngs: models.build(config, rngs=rngs), schemes, batch, key, model_config=config,
-      log=lambda s: log(f"{s} (t={time.time() - start:.1f}s)"), train=train,
-      num_jacobian_examples=jacobian_examples, max_jacobian_dim=max_jacobian_dim)
+    lambda rngs: models.build(config, rngs=rngs),
+    schemes,
+    batch,
+    key,
+    model_config=config,
+    log=lambda s: log(f'{s} (t={time.time() - start:.1f}s)'),
+    train=train,
+    num_jacobian_examples=jacobian_examples,
+    max_jacobian_dim=max_jacobian_dim,
+  )
   table = diagnostics.write_table(results, out)
   paths = diagnostics.plot_depth_profiles(results, out) if plot else []
-  log(f"done in {time.time() - start:.1f}s; wrote tables and {len(paths)} plots to {out}")
+  log(f'done in {time.time() - start:.1f}s; wrote tables and {len(paths)} plots to {out}')
   return results, table
 
 
-def main(argv, prog: str = "initlab.diagnostics"):
+def main(argv, prog: str = 'initlab.diagnostics'):
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   try:
     schemes = parse_schemes(_INIT.value)
     model_config(_MODEL.value, _DEPTH.value, _WIDTH.value, _MODEL_OPT.value)
   except ValueError as e:
-    sys.exit(f"{prog}: {e}\nPass --helpshort to see the flags.")  # exit status 1
+    sys.exit(f'{prog}: {e}\nPass --helpshort to see the flags.')  # exit status 1
   progress = lambda s: print(s, file=sys.stderr, flush=True)
-  _, table = run(_MODEL.value, schemes, out=_OUT.value, depth=_DEPTH.value, width=_WIDTH.value,
-                 opts=_MODEL_OPT.value, batch_size=_BATCH.value, seq_len=_SEQ_LEN.value,
-                 seed=_SEED.value, train=_TRAIN.value, jacobian_examples=_JAC_EXAMPLES.value,
-                 max_jacobian_dim=_JAC_DIM.value, log=progress)
+  _, table = run(
+    _MODEL.value,
+    schemes,
+    out=_OUT.value,
+    depth=_DEPTH.value,
+    width=_WIDTH.value,
+    opts=_MODEL_OPT.value,
+    batch_size=_BATCH.value,
+    seq_len=_SEQ_LEN.value,
+    seed=_SEED.value,
+    train=_TRAIN.value,
+    jacobian_examples=_JAC_EXAMPLES.value,
+    max_jacobian_dim=_JAC_DIM.value,
+    log=progress,
+  )
   print(table)
 
 
-def entry(prog: str = "initlab.diagnostics") -> None:
+def entry(prog: str = 'initlab.diagnostics') -> None:
   """`python -m initlab.diagnostics` (see `__main__.py`)."""
-  flags.mark_flag_as_required("out")
+  flags.mark_flag_as_required('out')
   app.run(lambda argv: main(argv, prog))

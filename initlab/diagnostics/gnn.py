@@ -17,6 +17,7 @@ Gradients come from one `jax.vjp` with zero shifts added to every Z_l, so ∂ℓ
 run's `init_diagnostics.json` as an `initlab.diagnostics.Diagnostics` (per layer: q, var,
 grad_q, grad_var of Z_l, with var over all entries as above).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -47,6 +48,7 @@ def _arrays(graph: Mapping[str, Any], mask) -> tuple[dict, jax.Array, jax.Array]
 @functools.partial(jax.jit, static_argnums=0)
 def _propagate(graphdef, state, graph, labels, mask):
   """Stacked (L+1,) q and Var of Z_0..Z_L and of their gradients."""
+
   def loss(x, shifts):
     model = nnx.merge(graphdef, state)
     _, zs = model.forward({**graph, 'features': x}, shifts=shifts)
@@ -66,8 +68,13 @@ def _propagate(graphdef, state, graph, labels, mask):
   wide = lambda h: h.astype(jnp.promote_types(h.dtype, jnp.float32))
   var = lambda hs: jnp.stack([jnp.var(wide(h)) for h in hs])
   q = lambda hs: jnp.stack([jnp.mean(jnp.square(wide(h))) for h in hs])
-  return dict(q=q(fwd), var=var(fwd), grad_q=q(bwd), grad_var=var(bwd),
-              c=jnp.stack([stats.correlation(wide(h[:C_NODES])) for h in fwd]))
+  return dict(
+    q=q(fwd),
+    var=var(fwd),
+    grad_q=q(bwd),
+    grad_var=var(bwd),
+    c=jnp.stack([stats.correlation(wide(h[:C_NODES])) for h in fwd]),
+  )
 
 
 def layer_moments(model: nnx.Module, graph: Mapping[str, Any], *, mask=None) -> dict:
@@ -79,8 +86,10 @@ def layer_moments(model: nnx.Module, graph: Mapping[str, Any], *, mask=None) -> 
   """
   graphdef, state = nnx.split(model)
   g, labels, mask = _arrays(graph, mask)
-  return {k: np.asarray(v, np.float64)
-          for k, v in jax.device_get(_propagate(graphdef, state, g, labels, mask)).items()}
+  return {
+    k: np.asarray(v, np.float64)
+    for k, v in jax.device_get(_propagate(graphdef, state, g, labels, mask)).items()
+  }
 
 
 def ratios(moments: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -90,9 +99,16 @@ def ratios(moments: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return dict(forward=var[1:] / var[:-1], backward=grad[:-1] / grad[1:])
 
 
-def variance_ratios(model_fn: Callable[[nnx.Rngs], nnx.Module], scheme: Callable | None,
-                    graph: Mapping[str, Any], *, seeds: int = 5, key: int | jax.Array = 0,
-                    ctx: InitContext | None = None, mask=None) -> dict[str, np.ndarray]:
+def variance_ratios(
+  model_fn: Callable[[nnx.Rngs], nnx.Module],
+  scheme: Callable | None,
+  graph: Mapping[str, Any],
+  *,
+  seeds: int = 5,
+  key: int | jax.Array = 0,
+  ctx: InitContext | None = None,
+  mask=None,
+) -> dict[str, np.ndarray]:
   """Seed-averaged ratios of `scheme` on `model_fn`'s GNN.
 
   Seed s builds `model_fn(nnx.Rngs(k_s))` and applies `scheme(k_s', params, ctx)` (None: the
@@ -112,8 +128,10 @@ def variance_ratios(model_fn: Callable[[nnx.Rngs], nnx.Module], scheme: Callable
         context = dataclasses.replace(context, hints=model.init_hints())
       params = scheme(init_key, nnx.state(model, nnx.Param), context)
       if isinstance(params, SchemeResult):
-        raise ValueError('variance_ratios measures one fixed model; the scheme changes the '
-                         'architecture (returns a SchemeResult)')
+        raise ValueError(
+          'variance_ratios measures one fixed model; the scheme changes the '
+          'architecture (returns a SchemeResult)'
+        )
       nnx.update(model, params)
     for k, v in ratios(layer_moments(model, graph, mask=mask)).items():
       out[k].append(v)
@@ -128,7 +146,17 @@ def measure(model: nnx.Module, graph: Mapping[str, Any], *, mask=None) -> Diagno
   m = layer_moments(model, graph, mask=mask)
   names = tuple(n for n, _ in model.stages())
   return Diagnostics(
-      names=names, q=m['q'][1:], var=m['var'][1:], c=m['c'][1:], grad_q=m['grad_q'][1:],
-      grad_var=m['grad_var'][1:], input_q=float(m['q'][0]), input_c=float(m['c'][0]),
-      jacobian_sv=np.zeros((0, 1)), jacobian_exact=False, jacobian_from='input',
-      jacobian_shape=(0, 0), train=False)
+    names=names,
+    q=m['q'][1:],
+    var=m['var'][1:],
+    c=m['c'][1:],
+    grad_q=m['grad_q'][1:],
+    grad_var=m['grad_var'][1:],
+    input_q=float(m['q'][0]),
+    input_c=float(m['c'][0]),
+    jacobian_sv=np.zeros((0, 1)),
+    jacobian_exact=False,
+    jacobian_from='input',
+    jacobian_shape=(0, 0),
+    train=False,
+  )

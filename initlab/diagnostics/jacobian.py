@@ -15,6 +15,7 @@ their mean square is an unbiased estimate of J's mean squared singular value; by
 interlacing their max is a lower bound on σ_max(J) and their max/min a lower bound on the
 condition number of J.
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -30,8 +31,9 @@ def _haar_columns(key, rows: int, cols: int) -> jax.Array:
   return q * jnp.sign(jnp.diag(r))
 
 
-def singular_values(f: Callable[[jax.Array], jax.Array], x: jax.Array, key: jax.Array,
-                    max_dim: int = 256) -> jax.Array:
+def singular_values(
+  f: Callable[[jax.Array], jax.Array], x: jax.Array, key: jax.Array, max_dim: int = 256
+) -> jax.Array:
   """Singular values (descending) of the Jacobian of `f` at `x`.
 
   Args:
@@ -46,14 +48,14 @@ def singular_values(f: Callable[[jax.Array], jax.Array], x: jax.Array, key: jax.
   n = x.shape[0]
   m = jax.eval_shape(f, x).shape[0]
   if min(m, n) <= max_dim:
-    jac = (jax.jacrev if m <= n else jax.jacfwd)(f)(x)           # (m, n)
+    jac = (jax.jacrev if m <= n else jax.jacfwd)(f)(x)  # (m, n)
     return jnp.linalg.svd(jac, compute_uv=False)
-  if m <= n:                                                      # P J via k VJPs
-    p = _haar_columns(key, m, max_dim).T                          # (k, m)
+  if m <= n:  # P J via k VJPs
+    p = _haar_columns(key, m, max_dim).T  # (k, m)
     _, vjp = jax.vjp(f, x)
-    sketch = jax.vmap(lambda v: vjp(v)[0])(p)                     # (k, n)
-  else:                                                           # J Q via k JVPs
-    q = _haar_columns(key, n, max_dim)                            # (n, k)
+    sketch = jax.vmap(lambda v: vjp(v)[0])(p)  # (k, n)
+  else:  # J Q via k JVPs
+    q = _haar_columns(key, n, max_dim)  # (n, k)
     sketch = jax.vmap(lambda v: jax.jvp(f, (x,), (v,))[1], out_axes=1)(q.T)  # (m, k)
   return jnp.linalg.svd(sketch, compute_uv=False)
 
@@ -73,7 +75,11 @@ def summary(sv) -> dict[str, float]:
   if not sv.size:  # Also [] read back from JSON (a (0, k) array loses its k there).
     return dict(mean_sq_sv=np.nan, max_sv=np.nan, min_sv=np.nan, condition=np.nan)
   sv = sv.reshape(-1, sv.shape[-1])
-  with np.errstate(divide="ignore", invalid="ignore"):
+  with np.errstate(divide='ignore', invalid='ignore'):
     cond = np.where(sv[:, -1] > 0, sv[:, 0] / sv[:, -1], np.where(sv[:, 0] > 0, np.inf, np.nan))
-  return dict(mean_sq_sv=float(np.mean(sv**2)), max_sv=float(sv.max()),
-              min_sv=float(sv.min()), condition=float(np.mean(cond)))
+  return dict(
+    mean_sq_sv=float(np.mean(sv**2)),
+    max_sv=float(sv.max()),
+    min_sv=float(sv.min()),
+    condition=float(np.mean(cond)),
+  )

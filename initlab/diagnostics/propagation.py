@@ -14,6 +14,7 @@ to each stage output (∂L/∂ε_l = ∂L/∂h_l); the model is merged (as a cop
 differentiated function, so train-mode state updates (batch stats, dropout RNG) stay inside it
 and never reach the caller's model.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -32,7 +33,7 @@ from initlab.diagnostics import jacobian as jac_lib
 from initlab.diagnostics import stats
 from initlab.init.schemes import InitContext, SchemeResult
 
-_ARRAYS = ("q", "var", "c", "grad_q", "grad_var")
+_ARRAYS = ('q', 'var', 'c', 'grad_q', 'grad_var')
 
 
 @dataclasses.dataclass
@@ -55,6 +56,7 @@ class Diagnostics:
   `to_dict`/`from_dict` own the keys of init_diagnostics.json (`initlab.rundir`): a run's
   trainer writes `to_dict()`, the report reads it back with `from_dict`.
   """
+
   names: tuple[str, ...]
   q: np.ndarray
   var: np.ndarray
@@ -79,35 +81,49 @@ class Diagnostics:
   def summary(self) -> dict[str, Any]:
     """Scalars for a table: depth profile end points, log2 slopes per stage, spectrum."""
     return dict(
-        depth=self.depth, q_first=float(self.q[0]), q_last=float(self.q[-1]),
-        q_ratio=_ratio(self.q[-1], self.q[0]), q_log2_slope=stats.log2_slope(self.q),
-        grad_q_first=float(self.grad_q[0]), grad_q_last=float(self.grad_q[-1]),
-        grad_log2_slope=stats.log2_slope(self.grad_q), c_first=float(self.c[0]),
-        c_last=float(self.c[-1]), **self.jacobian_summary(), jacobian_exact=self.jacobian_exact)
+      depth=self.depth,
+      q_first=float(self.q[0]),
+      q_last=float(self.q[-1]),
+      q_ratio=_ratio(self.q[-1], self.q[0]),
+      q_log2_slope=stats.log2_slope(self.q),
+      grad_q_first=float(self.grad_q[0]),
+      grad_q_last=float(self.grad_q[-1]),
+      grad_log2_slope=stats.log2_slope(self.grad_q),
+      c_first=float(self.c[0]),
+      c_last=float(self.c[-1]),
+      **self.jacobian_summary(),
+      jacobian_exact=self.jacobian_exact,
+    )
 
   def to_dict(self) -> dict[str, Any]:
     """Plain lists/floats/str, non-finite floats as "nan"/"inf" (`initlab.rundir.encode`)."""
     out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-    out["summary"] = self.summary()
+    out['summary'] = self.summary()
     return rundir.encode(_plain(out))
 
   @classmethod
-  def from_dict(cls, d: Mapping[str, Any]) -> "Diagnostics":
+  def from_dict(cls, d: Mapping[str, Any]) -> 'Diagnostics':
     """Inverse of `to_dict` (also reads None as NaN). KeyError names a missing key."""
-    missing = [f.name for f in dataclasses.fields(cls) if f.name not in d and f.name != "train"]
+    missing = [f.name for f in dataclasses.fields(cls) if f.name not in d and f.name != 'train']
     if missing:
-      raise KeyError(f"Diagnostics keys {missing} missing (have {sorted(d)})")
+      raise KeyError(f'Diagnostics keys {missing} missing (have {sorted(d)})')
     d = rundir.decode(dict(d))
     arr = lambda v: np.array(v, dtype=np.float64)  # None → nan
-    return cls(names=tuple(d["names"]), **{k: arr(d[k]) for k in _ARRAYS},
-               input_q=float(arr(d["input_q"])), input_c=float(arr(d["input_c"])),
-               jacobian_sv=arr(d["jacobian_sv"]), jacobian_exact=bool(d["jacobian_exact"]),
-               jacobian_from=d["jacobian_from"], jacobian_shape=tuple(d["jacobian_shape"]),
-               train=d.get("train"))
+    return cls(
+      names=tuple(d['names']),
+      **{k: arr(d[k]) for k in _ARRAYS},
+      input_q=float(arr(d['input_q'])),
+      input_c=float(arr(d['input_c'])),
+      jacobian_sv=arr(d['jacobian_sv']),
+      jacobian_exact=bool(d['jacobian_exact']),
+      jacobian_from=d['jacobian_from'],
+      jacobian_shape=tuple(d['jacobian_shape']),
+      train=d.get('train'),
+    )
 
 
 def _ratio(a, b) -> float:
-  with np.errstate(divide="ignore", invalid="ignore"):
+  with np.errstate(divide='ignore', invalid='ignore'):
     return float(np.float64(a) / np.float64(b))
 
 
@@ -121,13 +137,15 @@ def _plain(x):
 
 
 def _stages(model, train: bool):
-  fn = getattr(model, "stages", None)
+  fn = getattr(model, 'stages', None)
   if fn is None:
-    raise TypeError(f"{type(model).__name__} has no `stages(train)` method; initlab.diagnostics "
-                    "needs the model's per-layer decomposition (see initlab.models)")
+    raise TypeError(
+      f'{type(model).__name__} has no `stages(train)` method; initlab.diagnostics '
+      "needs the model's per-layer decomposition (see initlab.models)"
+    )
   stages = fn(train=train)
   if not stages:
-    raise ValueError(f"{type(model).__name__}.stages() returned no stages")
+    raise ValueError(f'{type(model).__name__}.stages() returned no stages')
   return stages
 
 
@@ -166,14 +184,21 @@ def _propagate(graphdef, state, train, x, key):
   leaves, treedef = jax.tree.flatten(out)
   keys = jax.random.split(key, len(leaves))
   probe = treedef.unflatten(
-      [jax.random.normal(k, l.shape, jnp.float32).astype(l.dtype) for k, l in zip(keys, leaves)])
+    [jax.random.normal(k, l.shape, jnp.float32).astype(l.dtype) for k, l in zip(keys, leaves)]
+  )
   grads = vjp(probe)[0]
   fw = [stats.layer_stats(h) for h in hs]
   bw = [_moments(g) for g in grads]
   inp = stats.layer_stats(x)
-  return dict(q=jnp.stack([s["q"] for s in fw]), var=jnp.stack([s["var"] for s in fw]),
-              c=jnp.stack([s["c"] for s in fw]), grad_q=jnp.stack([g[0] for g in bw]),
-              grad_var=jnp.stack([g[1] for g in bw]), input_q=inp["q"], input_c=inp["c"])
+  return dict(
+    q=jnp.stack([s['q'] for s in fw]),
+    var=jnp.stack([s['var'] for s in fw]),
+    c=jnp.stack([s['c'] for s in fw]),
+    grad_q=jnp.stack([g[0] for g in bw]),
+    grad_var=jnp.stack([g[1] for g in bw]),
+    input_q=inp['q'],
+    input_c=inp['c'],
+  )
 
 
 @functools.partial(jax.jit, static_argnums=(0, 2, 3))
@@ -190,6 +215,7 @@ def _jacobian_sv(graphdef, state, start, max_dim, xs, key):
       for _, fn in model.stages(train=False)[start:]:
         y = fn(y)
       return stats.as_matrix(y)[0]
+
     return jac_lib.singular_values(f, flat, k, max_dim)
 
   return jax.vmap(per_example)(h, jax.random.split(key, jax.tree.leaves(h)[0].shape[0]))
@@ -203,8 +229,15 @@ def _is_float(tree) -> bool:
   return all(jnp.issubdtype(l.dtype, jnp.inexact) for l in jax.tree.leaves(tree))
 
 
-def measure(model: nnx.Module, batch, *, key: jax.Array, train: bool = True,
-            num_jacobian_examples: int = 4, max_jacobian_dim: int = 256) -> Diagnostics:
+def measure(
+  model: nnx.Module,
+  batch,
+  *,
+  key: jax.Array,
+  train: bool = True,
+  num_jacobian_examples: int = 4,
+  max_jacobian_dim: int = 256,
+) -> Diagnostics:
   """Forward q/var/c, backward gradient moments and Jacobian spectrum of `model` on `batch`.
 
   Args:
@@ -234,11 +267,14 @@ def measure(model: nnx.Module, batch, *, key: jax.Array, train: bool = True,
   out = jax.device_get(_propagate(graphdef, state, train, batch, probe_key))
 
   shapes = jax.eval_shape(lambda: _forward(graphdef, state, False, batch[:1]))
-  start = 0 if _is_float(batch) else next(
-      (i + 1 for i, s in enumerate(shapes) if _is_float(s)), None)
+  start = (
+    0 if _is_float(batch) else next((i + 1 for i, s in enumerate(shapes) if _is_float(s)), None)
+  )
   if start is None or start == len(shapes):
-    raise ValueError(f"no floating-point stage output of {type(model).__name__} to take a "
-                     f"Jacobian from (stages {names})")
+    raise ValueError(
+      f'no floating-point stage output of {type(model).__name__} to take a '
+      f'Jacobian from (stages {names})'
+    )
   n = _size(batch) if start == 0 else _size(shapes[start - 1])
   m = _size(shapes[-1])
   exact = jac_lib.is_exact(m, n, max_jacobian_dim)
@@ -248,25 +284,38 @@ def measure(model: nnx.Module, batch, *, key: jax.Array, train: bool = True,
   else:
     sv = np.zeros((0, min(m, n) if exact else max_jacobian_dim))
   return Diagnostics(
-      names=names, **{k: np.asarray(out[k], np.float64) for k in _ARRAYS},
-      input_q=float(out["input_q"]), input_c=float(out["input_c"]),
-      jacobian_sv=np.asarray(sv, np.float64), jacobian_exact=exact,
-      jacobian_from="input" if start == 0 else names[start - 1], jacobian_shape=(m, n),
-      train=bool(train))
+    names=names,
+    **{k: np.asarray(out[k], np.float64) for k in _ARRAYS},
+    input_q=float(out['input_q']),
+    input_c=float(out['input_c']),
+    jacobian_sv=np.asarray(sv, np.float64),
+    jacobian_exact=exact,
+    jacobian_from='input' if start == 0 else names[start - 1],
+    jacobian_shape=(m, n),
+    train=bool(train),
+  )
 
 
 def default_context(model: nnx.Module, batch, model_config=None) -> InitContext:
   """The `InitContext` `compare` gives schemes: the model's `init_hints()`, `model_config`,
   the batch, and `apply_fn(params, x) = model(x, train=False)` with those params."""
   graphdef, _, rest = nnx.split(model, nnx.Param, ...)
-  hints = model.init_hints() if hasattr(model, "init_hints") else {}
+  hints = model.init_hints() if hasattr(model, 'init_hints') else {}
   apply_fn = lambda params, x: nnx.merge(graphdef, params, rest)(x, train=False)
   return InitContext(hints=hints, model_config=model_config, batch=batch, apply_fn=apply_fn)
 
 
-def compare(model_fn: Callable[[nnx.Rngs], nnx.Module], schemes: Mapping[str, Callable], batch,
-            key: jax.Array, *, ctx: InitContext | None = None, model_config=None,
-            log: Callable[[str], None] | None = None, **measure_kwargs) -> dict[str, Diagnostics]:
+def compare(
+  model_fn: Callable[[nnx.Rngs], nnx.Module],
+  schemes: Mapping[str, Callable],
+  batch,
+  key: jax.Array,
+  *,
+  ctx: InitContext | None = None,
+  model_config=None,
+  log: Callable[[str], None] | None = None,
+  **measure_kwargs,
+) -> dict[str, Diagnostics]:
   """Builds `model_fn(nnx.Rngs(k))` once, then for each scheme applies it to the model's
   params (`nnx.state(model, nnx.Param)`, always from the built model's values), writes them
   back with `nnx.update` and `measure`s. All schemes share one init key and one measure key,
@@ -292,11 +341,13 @@ def compare(model_fn: Callable[[nnx.Rngs], nnx.Module], schemes: Mapping[str, Ca
   results = {}
   for i, (name, scheme) in enumerate(schemes.items()):
     if log:
-      log(f"[{i + 1}/{len(schemes)}] {name}: init + measure")
+      log(f'[{i + 1}/{len(schemes)}] {name}: init + measure')
     params = scheme(init_key, base, ctx)
     if isinstance(params, SchemeResult):
-      raise ValueError(f"init scheme {name!r} changes the architecture (returns a SchemeResult); "
-                       "compare() measures schemes on one fixed model")
+      raise ValueError(
+        f'init scheme {name!r} changes the architecture (returns a SchemeResult); '
+        'compare() measures schemes on one fixed model'
+      )
     nnx.update(model, params)
     results[name] = measure(model, batch, key=measure_key, **measure_kwargs)
   return results

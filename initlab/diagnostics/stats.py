@@ -12,6 +12,7 @@ i.e. c is the mean (uncentred) cosine similarity between the representations of 
 different inputs. The papers define q and c on pre-activations; here they are measured on
 whatever each stage outputs.
 """
+
 from __future__ import annotations
 
 import jax
@@ -48,7 +49,7 @@ def correlation(h: jax.Array) -> jax.Array:
   layer for that input) are left out, as their correlation is undefined; NaN if no pair is left.
   """
   batch = h.shape[0]
-  gram = h @ h.T / h.shape[1]                     # (B, B): q_ab
+  gram = h @ h.T / h.shape[1]  # (B, B): q_ab
   diag = jnp.diag(gram)
   alive = diag > 0
   pair = alive[:, None] & alive[None, :] & ~jnp.eye(batch, dtype=bool)
@@ -86,5 +87,5 @@ def log2_slope(values) -> float:
   idx = np.arange(v.size)
   ok = np.isfinite(v) & (v > 0)
   if ok.sum() < 2:
-    return float("nan")
+    return float('nan')
   return float(np.polyfit(idx[ok], np.log2(v[ok]), 1)[0])

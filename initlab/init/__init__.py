@@ -17,25 +17,60 @@ A run initializes in stages (`initlab.init.stages`): architecture (`resize`, `Sc
 param (jitted, sharded; `ctx.hints`, `ctx.dataset`, `ctx.pretrained`) and data (`ctx.data`, a
 `DataContext`); a scheme states its stage with `with_stage(fn, "param" | "data", ...)`.
 """
+
 # pylint: disable=g-importing-member
-from initlab.init.registry import (LayoutInitializer, describe, get_initializer, get_scheme,
-                                   initializer_names, register_initializer, register_scheme,
-                                   scheme_names, scheme_table)
+from initlab.init.registry import (
+  LayoutInitializer,
+  describe,
+  get_initializer,
+  get_scheme,
+  initializer_names,
+  register_initializer,
+  register_scheme,
+  scheme_names,
+  scheme_table,
+)
 from initlab.init.rules import Rules, leaf_key, path_hash
-from initlab.init.schemes import (DataContext, InitContext, Scheme, SchemeResult, chain,
-                                  stage_of, with_stage)
+from initlab.init.schemes import (
+  DataContext,
+  InitContext,
+  Scheme,
+  SchemeResult,
+  chain,
+  stage_of,
+  with_stage,
+)
 from initlab.init.specs import LayoutError, ParamSpec, infer_spec
 from initlab.init.tree import Leaf, leaves, map_leaves
 from initlab.init.families.fixup import fixup_factor, fixup_scaled, scaled
 from initlab.init.families.orthogonal import delta_orthogonal, orthogonal
-from initlab.init.families.variance import (constant, glorot_normal, glorot_uniform, he_normal,
-                                            he_uniform, kaiming_normal, kaiming_uniform,
-                                            lecun_normal, lecun_uniform, normal, ones,
-                                            truncated_normal, uniform, variance_scaling,
-                                            xavier_normal, xavier_uniform, zeros)
+from initlab.init.families.variance import (
+  constant,
+  glorot_normal,
+  glorot_uniform,
+  he_normal,
+  he_uniform,
+  kaiming_normal,
+  kaiming_uniform,
+  lecun_normal,
+  lecun_uniform,
+  normal,
+  ones,
+  truncated_normal,
+  uniform,
+  variance_scaling,
+  xavier_normal,
+  xavier_uniform,
+  zeros,
+)
 from initlab.init.families.zero import zero_hadamard, zero_matrix
-from initlab.init.sharded import (ArchitectureChange, abstract_model, create_sharded, init_fn,
-                                  sharded_init)
+from initlab.init.sharded import (
+  ArchitectureChange,
+  abstract_model,
+  create_sharded,
+  init_fn,
+  sharded_init,
+)
 from initlab.sharding import make_mesh, state_shardings  # Re-exported: one home, initlab.sharding.
 from initlab.init import gg  # noqa: F401  (registers "gg", "gg_model")
 from initlab.init import stages  # noqa: F401  (registers "from_pretrained")

@@ -15,6 +15,7 @@ Registering a name again replaces the entry (re-running a notebook cell that reg
 scheme must work); it warns when the new factory is defined elsewhere than the old one.
 An initializer and a scheme may not share a name.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -26,11 +27,11 @@ import jax.numpy as jnp
 
 from initlab.init.specs import ParamSpec
 
-_LAYOUT_KWARGS = ("in_axis", "out_axis", "batch_axis", "column_axis")
+_LAYOUT_KWARGS = ('in_axis', 'out_axis', 'batch_axis', 'column_axis')
 _INITIALIZERS: dict[str, Callable[..., Callable]] = {}
 _SCHEMES: dict[str, Callable[..., Callable]] = {}
 _DESCRIPTIONS: dict[str, str] = {}
-_RENAMED: dict[str, str] = {}   # old config name -> current name (looked up with a warning)
+_RENAMED: dict[str, str] = {}  # old config name -> current name (looked up with a warning)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +42,7 @@ class LayoutInitializer:
   `init.bind(spec)` gives the initializer for a param with that spec. Axis kwargs given
   explicitly at construction are kept as given and never re-bound.
   """
+
   name: str
   factory: Callable[..., Callable]
   args: tuple = ()
@@ -59,29 +61,35 @@ class LayoutInitializer:
     return self.bind(None)(key, shape, dtype)
 
   def __repr__(self):
-    opts = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs.items()]
-    return f"{self.name}({', '.join(opts)})"
+    opts = [repr(a) for a in self.args] + [f'{k}={v!r}' for k, v in self.kwargs.items()]
+    return f'{self.name}({", ".join(opts)})'
 
 
 def _first_line(factory, description: str | None) -> str:
   if description:
     return description
-  doc = (getattr(factory, "__doc__", None) or "").strip()
-  return doc.splitlines()[0].strip() if doc else ""
+  doc = (getattr(factory, '__doc__', None) or '').strip()
+  return doc.splitlines()[0].strip() if doc else ''
 
 
 def _origin(factory) -> tuple[str, str]:
-  return getattr(factory, "__module__", ""), getattr(factory, "__qualname__", repr(factory))
+  return getattr(factory, '__module__', ''), getattr(factory, '__qualname__', repr(factory))
 
 
-def _add(table: dict, other: dict, kind: str, other_kind: str, name: str, factory,
-         description: str | None):
+def _add(
+  table: dict, other: dict, kind: str, other_kind: str, name: str, factory, description: str | None
+):
   if name in other:
-    raise ValueError(f"cannot register {kind} {name!r}: {name!r} is already a registered "
-                     f"{other_kind}, and an initializer and a scheme cannot share a name")
+    raise ValueError(
+      f'cannot register {kind} {name!r}: {name!r} is already a registered '
+      f'{other_kind}, and an initializer and a scheme cannot share a name'
+    )
   if name in table and _origin(table[name]) != _origin(factory):
-    warnings.warn(f"{kind} {name!r} was already registered by {'.'.join(_origin(table[name]))}; "
-                  f"replacing it with {'.'.join(_origin(factory))}", stacklevel=3)
+    warnings.warn(
+      f'{kind} {name!r} was already registered by {".".join(_origin(table[name]))}; '
+      f'replacing it with {".".join(_origin(factory))}',
+      stacklevel=3,
+    )
   table[name] = factory
   _DESCRIPTIONS[name] = _first_line(factory, description)
   _RENAMED.pop(name, None)
@@ -93,25 +101,30 @@ def register_initializer(name: str, *aliases: str, description: str | None = Non
   Returns the public factory: same options, returns a `LayoutInitializer` (callable as
   `init(key, shape, dtype)`); the raw factory stays reachable as `.raw`.
   """
+
   def wrap(factory):
     for n in (name, *aliases):
-      _add(_INITIALIZERS, _SCHEMES, "initializer", "scheme", n, factory, description)
+      _add(_INITIALIZERS, _SCHEMES, 'initializer', 'scheme', n, factory, description)
     for alias in aliases:
-      _DESCRIPTIONS[alias] = f"alias of {name}: {_DESCRIPTIONS[name]}"
+      _DESCRIPTIONS[alias] = f'alias of {name}: {_DESCRIPTIONS[name]}'
 
     @functools.wraps(factory)
     def make(*args, **kwargs) -> LayoutInitializer:
       return LayoutInitializer(name, factory, tuple(args), dict(kwargs))
+
     make.raw = factory
     return make
+
   return wrap
 
 
 def register_scheme(name: str, description: str | None = None):
   """Decorator: registers `factory(**options) -> Scheme` by name; returns `factory`."""
+
   def wrap(factory):
-    _add(_SCHEMES, _INITIALIZERS, "scheme", "initializer", name, factory, description)
+    _add(_SCHEMES, _INITIALIZERS, 'scheme', 'initializer', name, factory, description)
     return factory
+
   return wrap
 
 
@@ -122,8 +135,11 @@ def rename(old: str, new: str):
 
 def _resolve(name: str) -> str:
   if name in _RENAMED and name not in _INITIALIZERS and name not in _SCHEMES:
-    warnings.warn(f"init name {name!r} is renamed to {_RENAMED[name]!r}; the old name will go",
-                  FutureWarning, stacklevel=3)
+    warnings.warn(
+      f'init name {name!r} is renamed to {_RENAMED[name]!r}; the old name will go',
+      FutureWarning,
+      stacklevel=3,
+    )
     return _RENAMED[name]
   return name
 
@@ -140,7 +156,7 @@ def scheme_names() -> list[str]:
 def get_initializer(name: str, *args, **kwargs) -> LayoutInitializer:
   name = _resolve(name)
   if name not in _INITIALIZERS:
-    raise KeyError(f"unknown initializer {name!r}; valid names: {', '.join(initializer_names())}")
+    raise KeyError(f'unknown initializer {name!r}; valid names: {", ".join(initializer_names())}')
   return LayoutInitializer(name, _INITIALIZERS[name], tuple(args), dict(kwargs))
 
 
@@ -151,23 +167,24 @@ def get_scheme(name: str, **options) -> Callable:
     return _SCHEMES[name](**options)
   if name in _INITIALIZERS:
     from initlab.init.rules import Rules  # pylint: disable=g-import-not-at-top
-    return Rules([(".*", get_initializer(name, **options))], roles=("kernel",))
-  raise KeyError(f"unknown init scheme {name!r}; valid names: {', '.join(scheme_names())}")
+
+    return Rules([('.*', get_initializer(name, **options))], roles=('kernel',))
+  raise KeyError(f'unknown init scheme {name!r}; valid names: {", ".join(scheme_names())}')
 
 
 def describe(name: str | None = None) -> str | dict[str, str]:
   """The one-line description of `name`, or `{name: description}` for every registered name."""
   if name is None:
-    return {n: _DESCRIPTIONS.get(n, "") for n in scheme_names()}
+    return {n: _DESCRIPTIONS.get(n, '') for n in scheme_names()}
   resolved = _resolve(name)
   if resolved not in _INITIALIZERS and resolved not in _SCHEMES:
-    raise KeyError(f"unknown init name {name!r}; valid names: {', '.join(scheme_names())}")
-  return _DESCRIPTIONS.get(resolved, "")
+    raise KeyError(f'unknown init name {name!r}; valid names: {", ".join(scheme_names())}')
+  return _DESCRIPTIONS.get(resolved, '')
 
 
 def scheme_table() -> str:
   """One line per name: name, kind (initializer: kernels only by name; scheme), description."""
   names = scheme_names()
   width = max(map(len, names))
-  kind = lambda n: "scheme" if n in _SCHEMES else "initializer"
-  return "\n".join(f"{n:<{width}}  {kind(n):<11}  {_DESCRIPTIONS.get(n, '')}" for n in names)
+  kind = lambda n: 'scheme' if n in _SCHEMES else 'initializer'
+  return '\n'.join(f'{n:<{width}}  {kind(n):<11}  {_DESCRIPTIONS.get(n, "")}' for n in names)

@@ -11,6 +11,7 @@ jitted, sharded init) or "data" (after it, with `ctx.data`, a `DataContext`); op
 `resize(model_config, ctx) -> model_config` (architecture stage, before the model is built);
 `num_batches` (data stage: how many training batches `ctx.data.batches` holds, default 1).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -27,16 +28,16 @@ import optax
 from initlab.config import ConfigError
 from initlab.init import tree as tree_lib
 
-STAGES = ("param", "data")
+STAGES = ('param', 'data')
 # Batch keys of the two tasks (as `initlab.data` yields them).
-_INPUT_KEY = {"classification": "image", "lm": "inputs"}
-_TARGET_KEY = {"classification": "label", "lm": "targets", "node_classification": "labels"}
-_GRAPH_TASK = "node_classification"  # A batch is a whole graph, the model's input; loss on 'mask'.
+_INPUT_KEY = {'classification': 'image', 'lm': 'inputs'}
+_TARGET_KEY = {'classification': 'label', 'lm': 'targets', 'node_classification': 'labels'}
+_GRAPH_TASK = 'node_classification'  # A batch is a whole graph, the model's input; loss on 'mask'.
 
 
 def _call(model, x, train: bool):
   """`model(x, train=train)`; a model whose call takes `rngs` gets a fixed dropout key."""
-  if train and "rngs" in inspect.signature(model.__call__).parameters:
+  if train and 'rngs' in inspect.signature(model.__call__).parameters:
     return model(x, train=train, rngs=nnx.Rngs(dropout=0))
   return model(x, train=train)
 
@@ -53,6 +54,7 @@ class DataContext:
     task: 'classification' or 'lm'.
   `apply` and `loss` are jitted and pure: `model_state` is never updated by them.
   """
+
   graphdef: Any
   model_state: Any
   batches: tuple
@@ -74,10 +76,10 @@ class DataContext:
       ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
       if self.task != _GRAPH_TASK:
         return jnp.mean(ce)
-      w = batch["mask"].astype(ce.dtype)  # A graph: the mean over its train nodes.
+      w = batch['mask'].astype(ce.dtype)  # A graph: the mean over its train nodes.
       return jnp.sum(ce * w) / jnp.maximum(jnp.sum(w), 1)
 
-    return (jax.jit(apply, static_argnames="train"), jax.jit(loss, static_argnames="train"))
+    return (jax.jit(apply, static_argnames='train'), jax.jit(loss, static_argnames='train'))
 
   def inputs(self, batch):
     """The model input of `batch` ('image' or 'inputs'; a graph task's batch itself)."""
@@ -111,6 +113,7 @@ class InitContext:
       'input_shape', 'num_train_examples' (and, for graph data, graph statistics).
     data: a `DataContext` in the data stage (None in the param stage).
   """
+
   hints: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   model_config: Any = None
   batch: Any = None
@@ -122,8 +125,10 @@ class InitContext:
 
   def hint(self, name: str, scheme: str):
     if name not in self.hints:
-      raise KeyError(f"init scheme {scheme!r} needs the model hint {name!r}; "
-                     f"this model gives {sorted(self.hints)} (see the model's init_hints())")
+      raise KeyError(
+        f'init scheme {scheme!r} needs the model hint {name!r}; '
+        f"this model gives {sorted(self.hints)} (see the model's init_hints())"
+      )
     return self.hints[name]
 
   def require(self, field: str, scheme: str):
@@ -139,15 +144,19 @@ class InitContext:
     if value is None and field in self.hints:
       value = self.hints[field]
     if value is None or (field in _FIELDS and isinstance(value, Mapping) and not value):
-      what = {"data": "the data stage (mark it with_stage(..., 'data'))",
-              "pretrained": "pretrained params (set config.init.pretrained)"}.get(
-                  field, f"{field!r}")
+      what = {
+        'data': "the data stage (mark it with_stage(..., 'data'))",
+        'pretrained': 'pretrained params (set config.init.pretrained)',
+      }.get(field, f'{field!r}')
       if field in _FIELDS:
-        raise ConfigError(f"config.init: scheme {scheme!r} needs {what}, which this run does "
-                          "not give")
+        raise ConfigError(
+          f'config.init: scheme {scheme!r} needs {what}, which this run does not give'
+        )
       have = sorted(k for k, v in {**self.dataset, **self.hints}.items() if v is not None)
-      raise ConfigError(f"config.init: scheme {scheme!r} needs {what}, which this model and "
-                        f"dataset do not give (they give: {', '.join(have) or 'nothing'})")
+      raise ConfigError(
+        f'config.init: scheme {scheme!r} needs {what}, which this model and '
+        f'dataset do not give (they give: {", ".join(have) or "nothing"})'
+      )
     return value
 
 
@@ -157,16 +166,16 @@ _FIELDS = tuple(f.name for f in dataclasses.fields(InitContext))
 @dataclasses.dataclass(frozen=True)
 class SchemeResult:
   """Returned by schemes that change the architecture."""
+
   params: Any
   model_config: Any
 
 
 class Scheme(Protocol):
-  def __call__(self, key: jax.Array, params: Any, ctx: InitContext | None = None) -> Any:
-    ...
+  def __call__(self, key: jax.Array, params: Any, ctx: InitContext | None = None) -> Any: ...
 
 
-def with_stage(fn: Callable, stage: str = "param", **attrs) -> Callable:
+def with_stage(fn: Callable, stage: str = 'param', **attrs) -> Callable:
   """`fn` marked as a scheme of `stage` ("param" | "data"), with `attrs` set on it.
 
   attrs: `resize` (`(model_config, ctx) -> model_config`, the architecture stage),
@@ -174,7 +183,7 @@ def with_stage(fn: Callable, stage: str = "param", **attrs) -> Callable:
   pipeline documents. Returns `fn` itself, or a wrapper when `fn` takes no attributes.
   """
   if stage not in STAGES:
-    raise ValueError(f"with_stage: unknown stage {stage!r}; valid: {', '.join(STAGES)}")
+    raise ValueError(f'with_stage: unknown stage {stage!r}; valid: {", ".join(STAGES)}')
   try:
     fn.stage = stage
   except (AttributeError, TypeError, dataclasses.FrozenInstanceError):
@@ -188,11 +197,11 @@ def with_stage(fn: Callable, stage: str = "param", **attrs) -> Callable:
 
 def stage_of(scheme) -> str:
   """The stage `scheme` runs in: its `stage` attribute, "param" by default."""
-  return getattr(scheme, "stage", "param")
+  return getattr(scheme, 'stage', 'param')
 
 
 def _name(scheme) -> str:
-  return getattr(scheme, "__qualname__", None) or repr(scheme)
+  return getattr(scheme, '__qualname__', None) or repr(scheme)
 
 
 def chain(*schemes: Scheme, warn: bool = True) -> Scheme:
@@ -215,10 +224,12 @@ def chain(*schemes: Scheme, warn: bool = True) -> Scheme:
   """
   for i, scheme in enumerate(schemes):
     for j in range(i):
-      if stage_of(schemes[j]) == "data" and stage_of(scheme) == "param":
-        raise ValueError(f"chain: scheme {i} ({_name(scheme)}) runs in the param stage but "
-                         f"comes after scheme {j} ({_name(schemes[j])}), a data-stage scheme; "
-                         "put param-stage schemes first")
+      if stage_of(schemes[j]) == 'data' and stage_of(scheme) == 'param':
+        raise ValueError(
+          f'chain: scheme {i} ({_name(scheme)}) runs in the param stage but '
+          f'comes after scheme {j} ({_name(schemes[j])}), a data-stage scheme; '
+          'put param-stage schemes first'
+        )
 
   def chained(key, params, ctx=None):
     written, model_config = [], None
@@ -227,15 +238,23 @@ def chain(*schemes: Scheme, warn: bool = True) -> Scheme:
       params = scheme(jax.random.fold_in(key, i), params, ctx)
       if isinstance(params, SchemeResult):  # Later parts get the new model's params.
         model_config, params, before = params.model_config, params.params, {}
-      written.append({l.path for l in tree_lib.leaves(params) if before.get(l.path) is not l.value}
-                     if before else set())
+      written.append(
+        {l.path for l in tree_lib.leaves(params) if before.get(l.path) is not l.value}
+        if before
+        else set()
+      )
     for i, paths in enumerate(written if warn else ()):
-      later = set().union(*written[i + 1:])
+      later = set().union(*written[i + 1 :])
       if paths and paths <= later:
-        warnings.warn(f"chain: every param that scheme {i} ({_name(schemes[i])}) sets is set "
-                      f"again by a later scheme, so scheme {i} has no effect; put the general "
-                      "scheme first and narrower ones after it", UserWarning, stacklevel=2)
+        warnings.warn(
+          f'chain: every param that scheme {i} ({_name(schemes[i])}) sets is set '
+          f'again by a later scheme, so scheme {i} has no effect; put the general '
+          'scheme first and narrower ones after it',
+          UserWarning,
+          stacklevel=2,
+        )
     return params if model_config is None else SchemeResult(params, model_config)
+
   chained.stages = tuple(schemes)
-  chained.stage = "data" if any(stage_of(s) == "data" for s in schemes) else "param"
+  chained.stage = 'data' if any(stage_of(s) == 'data' for s in schemes) else 'param'
   return chained

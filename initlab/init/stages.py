@@ -17,6 +17,7 @@
 
 A chain's part i gets `fold_in(key, i)` in every stage, as when the chain is called directly.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -35,12 +36,12 @@ DATA_SEED_SALT = 0xDA7A  # Data-stage batches: seed = hash(seeds.data, DATA_SEED
 
 
 def _name(scheme) -> str:
-  return getattr(scheme, "__qualname__", None) or type(scheme).__name__
+  return getattr(scheme, '__qualname__', None) or type(scheme).__name__
 
 
 def _parts(scheme, path=()):
   """(index path, scheme) of every part of a (nested) chain, in order."""
-  inner = getattr(scheme, "stages", None)
+  inner = getattr(scheme, 'stages', None)
   if inner is None:
     yield path, scheme
     return
@@ -65,6 +66,7 @@ class Plan:
     data: ((index path, scheme), ...) of the data-stage parts, in order.
     num_batches: training batches the data stage draws (max of the parts' `num_batches`).
   """
+
   scheme: Callable
   resizes: tuple
   param: Callable | None
@@ -77,24 +79,27 @@ def plan(scheme: Callable | None) -> Plan:
   if scheme is None:
     return Plan(None, (), None, (), 0)
   parts = list(_parts(scheme))
-  resizes = tuple(p.resize for _, p in parts if getattr(p, "resize", None) is not None)
-  data = tuple((path, p) for path, p in parts if stage_of(p) == "data")
+  resizes = tuple(p.resize for _, p in parts if getattr(p, 'resize', None) is not None)
+  data = tuple((path, p) for path, p in parts if stage_of(p) == 'data')
   for path, p in data:
-    later = [q for qpath, q in parts if qpath > path and stage_of(q) != "data"]
+    later = [q for qpath, q in parts if qpath > path and stage_of(q) != 'data']
     if later:
-      raise ValueError(f"init scheme {_name(later[0])} runs in the param stage but comes after "
-                       f"{_name(p)}, a data-stage scheme; put param-stage schemes first")
+      raise ValueError(
+        f'init scheme {_name(later[0])} runs in the param stage but comes after '
+        f'{_name(p)}, a data-stage scheme; put param-stage schemes first'
+      )
   if not data:
     param = scheme
   else:
-    param_parts = [(path, p) for path, p in parts if stage_of(p) != "data"]
+    param_parts = [(path, p) for path, p in parts if stage_of(p) != 'data']
 
     def param(key, params, ctx=None):
       for path, p in param_parts:
         params = p(_fold(key, path), params, ctx)
       return params
+
     param = param if param_parts else None
-  num_batches = max([int(getattr(p, "num_batches", 1)) for _, p in data], default=0)
+  num_batches = max([int(getattr(p, 'num_batches', 1)) for _, p in data], default=0)
   return Plan(scheme, resizes, param, data, num_batches)
 
 
@@ -108,7 +113,7 @@ def resize(p: Plan, model_config, ctx: InitContext):
 def dataset_facts(meta) -> dict[str, Any]:
   """`InitContext.dataset` of a dataset `Metadata` (and its graph statistics, if any)."""
   facts = {f.name: getattr(meta, f.name) for f in dataclasses.fields(meta)}
-  facts.update(getattr(meta, "graph_stats", None) or {})
+  facts.update(getattr(meta, 'graph_stats', None) or {})
   return facts
 
 
@@ -127,17 +132,20 @@ def run_data_stage(p: Plan, key: jax.Array, params, ctx: InitContext, shardings)
   for path, part in p.data:
     params = part(_fold(key, path), params, ctx)
     if jax.tree.structure(params) != structure:
-      raise ValueError(f"data-stage init scheme {_name(part)} returned params of another tree "
-                       f"({jax.tree.structure(params)}); a data-stage scheme keeps the model's")
+      raise ValueError(
+        f'data-stage init scheme {_name(part)} returned params of another tree '
+        f"({jax.tree.structure(params)}); a data-stage scheme keeps the model's"
+      )
     params = jax.device_put(params, shardings)
   return params
 
 
 @registry.register_scheme(
-    "from_pretrained",
-    description="Copies the params of config.init.pretrained (same paths and shapes) whose "
-                "path matches `include`")
-def from_pretrained(include: str = ".*"):
+  'from_pretrained',
+  description='Copies the params of config.init.pretrained (same paths and shapes) whose '
+  'path matches `include`',
+)
+def from_pretrained(include: str = '.*'):
   """Copies `ctx.pretrained` into every param whose path matches the regex `include`.
 
   A matched param that the pretrained tree lacks, or holds with another shape, is a one-line
@@ -148,20 +156,27 @@ def from_pretrained(include: str = ".*"):
   def scheme(key, params, ctx=None):
     del key
     ctx = ctx if ctx is not None else InitContext()
-    source = {l.path: l.value for l in
-              tree_lib.leaves(ctx.require("pretrained", "from_pretrained"))}
+    source = {
+      l.path: l.value for l in tree_lib.leaves(ctx.require('pretrained', 'from_pretrained'))
+    }
 
     def copy(leaf):
       if not pattern.fullmatch(leaf.path):
         return leaf.value
       if leaf.path not in source:
-        raise ConfigError(f"config.init.pretrained has no param {leaf.path!r} (the "
-                          f"model's tree does not match the pretrained one; it has "
-                          f"{len(source)} params, e.g. {sorted(source)[:3]})")
+        raise ConfigError(
+          f'config.init.pretrained has no param {leaf.path!r} (the '
+          f"model's tree does not match the pretrained one; it has "
+          f'{len(source)} params, e.g. {sorted(source)[:3]})'
+        )
       have, want = source[leaf.path].shape, leaf.value.shape
       if have != want:
-        raise ConfigError(f"config.init.pretrained: param {leaf.path!r} has shape "
-                          f"{tuple(have)} there but {tuple(want)} in this model")
+        raise ConfigError(
+          f'config.init.pretrained: param {leaf.path!r} has shape '
+          f'{tuple(have)} there but {tuple(want)} in this model'
+        )
       return source[leaf.path].astype(leaf.value.dtype)
+
     return tree_lib.map_leaves(copy, params)
+
   return scheme

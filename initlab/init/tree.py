@@ -4,6 +4,7 @@ Every leaf is seen as a `Leaf(path, value, names)`: `path` is a '/'-joined strin
 such as 'blocks/attn/query/kernel', `value` the array (or `jax.ShapeDtypeStruct`),
 `names` the logical axis names from the variable's metadata (or None).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -30,7 +31,7 @@ def _is_boxed(x) -> bool:
 
 
 def _key_str(k) -> str:
-  for attr in ("key", "idx", "name"):
+  for attr in ('key', 'idx', 'name'):
     if hasattr(k, attr):
       return str(getattr(k, attr))
   return str(k)
@@ -39,18 +40,18 @@ def _key_str(k) -> str:
 def path_str(path) -> str:
   """'/'-joined path of a jax key path, without trailing '.value' accessors."""
   parts = [_key_str(k) for k in path]
-  while parts and parts[-1] in ("value", "raw_value"):
+  while parts and parts[-1] in ('value', 'raw_value'):
     parts.pop()
-  return "/".join(parts)
+  return '/'.join(parts)
 
 
 def _unbox(x) -> tuple[Any, tuple | None]:
   if isinstance(x, nnx.Variable):
     meta = x.get_metadata()
-    names = meta.get("out_sharding") or meta.get("sharding_names") or meta.get("sharding")
+    names = meta.get('out_sharding') or meta.get('sharding_names') or meta.get('sharding')
     return x.get_value(), (tuple(names) if names is not None else None)
   if isinstance(x, linen_meta.AxisMetadata):
-    names = getattr(x, "names", None)
+    names = getattr(x, 'names', None)
     return x.unbox(), (tuple(names) if names is not None else None)
   return x, None
 
@@ -75,7 +76,9 @@ def leaves(tree) -> list[Leaf]:
 
 def map_leaves(fn: Callable[[Leaf], Any], tree):
   """Rebuilds `tree` with `fn(leaf)` as each leaf's new value (boxes are kept)."""
+
   def visit(path, x):
     value, names = _unbox(x)
     return _rebox(x, fn(Leaf(path_str(path), value, names)))
+
   return jax.tree_util.tree_map_with_path(visit, tree, is_leaf=_is_boxed)

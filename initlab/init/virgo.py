@@ -6,7 +6,17 @@
 The scheme is registered as 'virgo' (`ii.get_scheme('virgo', mode='forward')`); the code
 lives in `initlab.init.families.virgo`.
 """
+
 # pylint: disable=unused-import
-from initlab.init.families.virgo import (MEANS, MODES, combine, graph_terms, kaiming_fan_out,
-                                         layer_variances, model_variances, propagate, variances,
-                                         virgo)
+from initlab.init.families.virgo import (
+  MEANS,
+  MODES,
+  combine,
+  graph_terms,
+  kaiming_fan_out,
+  layer_variances,
+  model_variances,
+  propagate,
+  variances,
+  virgo,
+)

@@ -34,11 +34,22 @@ Adding a model: write its module (and its test), decorate the class with
 (see `initlab.models.registry`) and import the module at the bottom of this file. Models of your own register
 the same way from your code, before the config that names them is validated or built.
 """
+
 # pylint: disable=g-importing-member
 from initlab.models.layers import ACTIVATIONS, Attention, MlpBlock, TransformerBlock
-from initlab.models.registry import (InputSpec, build, check_fits, default_config, input_spec,
-                                     model_names, preset_names, register_model, same_as_data)
+from initlab.models.registry import (
+  InputSpec,
+  build,
+  check_fits,
+  default_config,
+  input_spec,
+  model_names,
+  preset_names,
+  register_model,
+  same_as_data,
+)
 from initlab.sharding import LOGICAL_AXES, PRESETS as SHARDING_PRESETS, logical_axis_rules
+
 # The zoo: each module registers its model (`@register_model`) when imported here.
 from initlab.models.gnn import GCN, GIN, GraphSAGE
 from initlab.models.mlp import MLP

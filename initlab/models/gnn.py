@@ -28,6 +28,7 @@ the last layer's output axis is 'classes'. `init_hints()['gnn_layers']` lists, i
 order, one regex per layer full-matching that layer's kernel path(s) (for graph-aware
 schemes such as Virgo, arXiv 2312.02622).
 """
+
 from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
@@ -44,18 +45,20 @@ Graph = Mapping[str, Any]
 
 
 def _default_config(name: str) -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict(dict(
+  return ml_collections.ConfigDict(
+    dict(
       name=name,
-      num_features=1433,   # F, the node feature size (set by the dataset).
-      num_classes=7,       # Set by the dataset.
-      depth=2,             # Message-passing layers L >= 1; the last maps to num_classes.
-      width=64,            # Hidden size of layers 1..L-1 (and of GIN's MLPs).
-      activation='relu',   # One of layers.ACTIVATIONS.
-      dropout=0.5,         # Rate on every layer's input in training; 0 = off.
+      num_features=1433,  # F, the node feature size (set by the dataset).
+      num_classes=7,  # Set by the dataset.
+      depth=2,  # Message-passing layers L >= 1; the last maps to num_classes.
+      width=64,  # Hidden size of layers 1..L-1 (and of GIN's MLPs).
+      activation='relu',  # One of layers.ACTIVATIONS.
+      dropout=0.5,  # Rate on every layer's input in training; 0 = off.
       use_bias=True,
       dtype='float32',
       param_dtype='float32',
-  ))
+    )
+  )
 
 
 def _data_options(config, meta) -> dict[str, Any]:
@@ -89,9 +92,16 @@ class GCNConv(nnx.Linear):
   such as LSUV, which record kernel modules' outputs, expect)."""
 
   def __init__(self, din, dout, names, *, dtype, param_dtype, rngs, use_bias):
-    super().__init__(din, dout, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype,
-                     kernel_init=layers.partitioned(layers.default_kernel_init, *names),
-                     bias_init=layers.partitioned(layers.zeros_init, names[1]), rngs=rngs)
+    super().__init__(
+      din,
+      dout,
+      use_bias=use_bias,
+      dtype=dtype,
+      param_dtype=param_dtype,
+      kernel_init=layers.partitioned(layers.default_kernel_init, *names),
+      bias_init=layers.partitioned(layers.zeros_init, names[1]),
+      rngs=rngs,
+    )
 
   def __call__(self, h, senders, receivers):  # pylint: disable=arguments-differ
     w = self.kernel.value.astype(h.dtype)
@@ -122,8 +132,12 @@ class GINConv(nnx.Module):
   def __init__(self, din, dout, names, *, width, activation_fn, **kw):
     mid = names[1]
     self.activation_fn = activation_fn
-    self.mlp = nnx.List([layers.dense(din, width, (names[0], mid), **kw),
-                         layers.dense(width, dout, (mid, names[2]), **kw)])
+    self.mlp = nnx.List(
+      [
+        layers.dense(din, width, (names[0], mid), **kw),
+        layers.dense(width, dout, (mid, names[2]), **kw),
+      ]
+    )
 
   def __call__(self, h, senders, receivers):
     h = h + neighbor_sum(h, senders, receivers)
@@ -136,11 +150,25 @@ class GNN(nnx.Module):
   kind = ''
   layer_kernels = ''  # Regex of one layer's kernel(s) below 'layers/<l>/'.
 
-  def __init__(self, *, num_features, num_classes, depth, width, activation, dropout, use_bias,
-               dtype, param_dtype, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    *,
+    num_features,
+    num_classes,
+    depth,
+    width,
+    activation,
+    dropout,
+    use_bias,
+    dtype,
+    param_dtype,
+    rngs: nnx.Rngs,
+  ):
     if depth < 1 or width < 1 or num_features < 1 or num_classes < 1:
-      raise ValueError(f'{self.kind}: depth={depth}, width={width}, num_features={num_features} '
-                       f'and num_classes={num_classes} must all be >= 1')
+      raise ValueError(
+        f'{self.kind}: depth={depth}, width={width}, num_features={num_features} '
+        f'and num_classes={num_classes} must all be >= 1'
+      )
     if not 0 <= dropout < 1:
       raise ValueError(f'{self.kind}: dropout={dropout} must be in [0, 1)')
     self.activation_fn = layers.activation(activation)
@@ -162,13 +190,20 @@ class GNN(nnx.Module):
     if not train or self.dropout == 0:
       return h
     if rngs is None:
-      raise ValueError(f'{self.kind}: train=True with dropout={self.dropout} needs '
-                       'rngs=nnx.Rngs(dropout=key)')
+      raise ValueError(
+        f'{self.kind}: train=True with dropout={self.dropout} needs rngs=nnx.Rngs(dropout=key)'
+      )
     keep = jax.random.bernoulli(rngs.dropout(), 1 - self.dropout, h.shape)
     return jnp.where(keep, h / (1 - self.dropout), 0).astype(h.dtype)
 
-  def forward(self, graph: Graph, *, train: bool = False, rngs: nnx.Rngs | None = None,
-              shifts: Sequence[jax.Array] | None = None) -> tuple[jax.Array, list[jax.Array]]:
+  def forward(
+    self,
+    graph: Graph,
+    *,
+    train: bool = False,
+    rngs: nnx.Rngs | None = None,
+    shifts: Sequence[jax.Array] | None = None,
+  ) -> tuple[jax.Array, list[jax.Array]]:
     """(logits (N, C) float32, [Z_1, ..., Z_L]): the pre-activations of every layer.
 
     `shifts`: optional L arrays added to Z_1..Z_L; differentiating at zero shifts gives
@@ -184,13 +219,13 @@ class GNN(nnx.Module):
       zs.append(z if shifts is None else z + shifts[l].astype(z.dtype))
     return zs[-1].astype(jnp.float32), zs
 
-  def __call__(self, graph: Graph, train: bool = False,
-               rngs: nnx.Rngs | None = None) -> jax.Array:
+  def __call__(self, graph: Graph, train: bool = False, rngs: nnx.Rngs | None = None) -> jax.Array:
     return self.forward(graph, train=train, rngs=rngs)[0]
 
   def stages(self, train: bool = False, rngs: nnx.Rngs | None = None):
     """[('layers/l', graph -> graph with 'features' = h_l)] for l < L, then ('layers/L-1',
     graph -> logits): composing them equals model(graph, train)."""
+
     def stage(l):
       def fn(graph):
         senders, receivers = _edges(graph)
@@ -199,25 +234,38 @@ class GNN(nnx.Module):
         if l == len(self.layers) - 1:
           return z.astype(jnp.float32)
         return {**graph, 'features': self.activation_fn(z)}
+
       return fn
+
     return [(f'layers/{l}', stage(l)) for l in range(len(self.layers))]
 
   def init_hints(self) -> dict:
     depth = len(self.layers)
     per_layer = [f'layers/{l}/{self.layer_kernels}' for l in range(depth)]
-    return dict(depth=depth, classifier=per_layer[-1], residual_final=None,
-                residual_branch=None, num_branches=0, branch_layers=0,
-                gnn_layers=per_layer, gnn_kind=self.kind)
+    return dict(
+      depth=depth,
+      classifier=per_layer[-1],
+      residual_final=None,
+      residual_branch=None,
+      num_branches=0,
+      branch_layers=0,
+      gnn_layers=per_layer,
+      gnn_kind=self.kind,
+    )
 
 
 def _register(name: str, cls):
-  return register_model(name, task='node_classification',
-                        default_config=lambda: _default_config(name),
-                        data_options=_data_options)(cls)
+  return register_model(
+    name,
+    task='node_classification',
+    default_config=lambda: _default_config(name),
+    data_options=_data_options,
+  )(cls)
 
 
 class GCN(GNN):
   """Graph convolutional network (Kipf & Welling 2017): Z = Â H W + b per layer."""
+
   kind, layer_kernels = 'gcn', 'kernel'
 
   def _conv(self, din, dout, names, last, *, width, **kw):
@@ -226,6 +274,7 @@ class GCN(GNN):
 
 class GraphSAGE(GNN):
   """GraphSAGE with the mean aggregator (Hamilton et al. 2017)."""
+
   kind, layer_kernels = 'sage', '(root|neigh)/kernel'
 
   def _conv(self, din, dout, names, last, *, width, **kw):
@@ -234,13 +283,15 @@ class GraphSAGE(GNN):
 
 class GIN(GNN):
   """Graph isomorphism network, GIN-0 with 2-layer MLPs (Xu et al. 2019)."""
+
   kind, layer_kernels = 'gin', 'mlp/(0|1)/kernel'
 
   def _conv(self, din, dout, names, last, *, width, **kw):
     # MLP kernels (in, mid) and (mid, out): two distinct names per kernel.
     out = 'classes' if last else names[0]
-    return GINConv(din, dout, (names[0], names[1], out), width=width,
-                   activation_fn=self.activation_fn, **kw)
+    return GINConv(
+      din, dout, (names[0], names[1], out), width=width, activation_fn=self.activation_fn, **kw
+    )
 
 
 GCN = _register('gcn', GCN)

@@ -5,6 +5,7 @@ stores its logical axis names as the variable's `out_sharding` metadata (read by
 `initlab.init` for fans and by `initlab.models.logical_axis_rules` for sharding).
 Logical names used in the zoo: see `initlab.sharding.LOGICAL_AXES`.
 """
+
 from __future__ import annotations
 
 import math
@@ -18,15 +19,14 @@ Array = jax.Array
 Dtype = Any
 
 ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
-    'relu': jax.nn.relu,
-    'tanh': jnp.tanh,
-    'linear': lambda x: x,
-    'gelu': lambda x: jax.nn.gelu(x, approximate=False),
-    'gelu_tanh': lambda x: jax.nn.gelu(x, approximate=True),
-    'silu': jax.nn.silu,
-    'sigmoid': jax.nn.sigmoid,
+  'relu': jax.nn.relu,
+  'tanh': jnp.tanh,
+  'linear': lambda x: x,
+  'gelu': lambda x: jax.nn.gelu(x, approximate=False),
+  'gelu_tanh': lambda x: jax.nn.gelu(x, approximate=True),
+  'silu': jax.nn.silu,
+  'sigmoid': jax.nn.sigmoid,
 }
-
 
 
 def flat_kernel_init(init):
@@ -35,9 +35,11 @@ def flat_kernel_init(init):
   For i.i.d. fan-in scaled inits (lecun/he normal) this is the same distribution as
   drawing the kernel directly, and XLA compiles the 2-D draw several times faster on CPU.
   """
+
   def flat_init(key, shape, dtype=jnp.float32):
     flat = (math.prod(shape[:-1]), shape[-1])
     return init(key, flat, dtype).reshape(shape)
+
   return flat_init
 
 
@@ -61,21 +63,40 @@ def activation(name: str, key: str = 'activation') -> Callable[[Array], Array]:
   return ACTIVATIONS[name]
 
 
-def dense(in_features: int, out_features: int, names: tuple[str | None, str | None], *,
-          dtype: Dtype, param_dtype: Dtype, rngs: nnx.Rngs, use_bias: bool = True) -> nnx.Linear:
+def dense(
+  in_features: int,
+  out_features: int,
+  names: tuple[str | None, str | None],
+  *,
+  dtype: Dtype,
+  param_dtype: Dtype,
+  rngs: nnx.Rngs,
+  use_bias: bool = True,
+) -> nnx.Linear:
   """nnx.Linear with kernel (in, out) tagged `names` and bias (out,) tagged names[1:]."""
   return nnx.Linear(
-      in_features, out_features, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype,
-      kernel_init=partitioned(default_kernel_init, *names),
-      bias_init=partitioned(zeros_init, names[1]), rngs=rngs)
+    in_features,
+    out_features,
+    use_bias=use_bias,
+    dtype=dtype,
+    param_dtype=param_dtype,
+    kernel_init=partitioned(default_kernel_init, *names),
+    bias_init=partitioned(zeros_init, names[1]),
+    rngs=rngs,
+  )
 
 
 def layer_norm(dim: int, *, dtype: Dtype, param_dtype: Dtype, rngs: nnx.Rngs) -> nnx.LayerNorm:
   """LayerNorm over the last axis; scale and bias (dim,) tagged ('embed',)."""
   return nnx.LayerNorm(
-      dim, epsilon=1e-6, dtype=dtype, param_dtype=param_dtype,
-      scale_init=partitioned(ones_init, 'embed'), bias_init=partitioned(zeros_init, 'embed'),
-      rngs=rngs)
+    dim,
+    epsilon=1e-6,
+    dtype=dtype,
+    param_dtype=param_dtype,
+    scale_init=partitioned(ones_init, 'embed'),
+    bias_init=partitioned(zeros_init, 'embed'),
+    rngs=rngs,
+  )
 
 
 class MlpBlock(nnx.Module):
@@ -85,10 +106,8 @@ class MlpBlock(nnx.Module):
   """
 
   def __init__(self, dim: int, hidden: int, *, activation_fn, dtype, param_dtype, rngs):
-    self.fc1 = dense(dim, hidden, ('embed', 'mlp'), dtype=dtype, param_dtype=param_dtype,
-                     rngs=rngs)
-    self.fc2 = dense(hidden, dim, ('mlp', 'embed'), dtype=dtype, param_dtype=param_dtype,
-                     rngs=rngs)
+    self.fc1 = dense(dim, hidden, ('embed', 'mlp'), dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.fc2 = dense(hidden, dim, ('mlp', 'embed'), dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.activation_fn = activation_fn
 
   def __call__(self, x: Array) -> Array:
@@ -109,17 +128,28 @@ class Attention(nnx.Module):
 
     def projection():
       return nnx.LinearGeneral(
-          dim, (num_heads, head_dim), dtype=dtype, param_dtype=param_dtype,
-          kernel_init=partitioned(default_kernel_init, 'embed', 'heads', 'kv'),
-          bias_init=partitioned(zeros_init, 'heads', 'kv'), rngs=rngs)
+        dim,
+        (num_heads, head_dim),
+        dtype=dtype,
+        param_dtype=param_dtype,
+        kernel_init=partitioned(default_kernel_init, 'embed', 'heads', 'kv'),
+        bias_init=partitioned(zeros_init, 'heads', 'kv'),
+        rngs=rngs,
+      )
 
     self.query = projection()
     self.key = projection()
     self.value = projection()
     self.out = nnx.LinearGeneral(
-        (num_heads, head_dim), dim, axis=(-2, -1), dtype=dtype, param_dtype=param_dtype,
-        kernel_init=partitioned(default_kernel_init, 'heads', 'kv', 'embed'),
-        bias_init=partitioned(zeros_init, 'embed'), rngs=rngs)
+      (num_heads, head_dim),
+      dim,
+      axis=(-2, -1),
+      dtype=dtype,
+      param_dtype=param_dtype,
+      kernel_init=partitioned(default_kernel_init, 'heads', 'kv', 'embed'),
+      bias_init=partitioned(zeros_init, 'embed'),
+      rngs=rngs,
+    )
     self.causal = causal
 
   def __call__(self, x: Array) -> Array:
@@ -131,8 +161,18 @@ class Attention(nnx.Module):
 class TransformerBlock(nnx.Module):
   """Pre-LayerNorm residual block: x + attn(norm1(x)), then + mlp(norm2(x)). (B, T, dim)."""
 
-  def __init__(self, dim: int, num_heads: int, mlp_hidden: int, *, causal: bool, activation_fn,
-               dtype, param_dtype, rngs):
+  def __init__(
+    self,
+    dim: int,
+    num_heads: int,
+    mlp_hidden: int,
+    *,
+    causal: bool,
+    activation_fn,
+    dtype,
+    param_dtype,
+    rngs,
+  ):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.norm1 = layer_norm(dim, **kw)
     self.attn = Attention(dim, num_heads, causal=causal, **kw)

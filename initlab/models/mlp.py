@@ -9,6 +9,7 @@ top (depth=0 is a linear classifier). Hidden kernels alternate their logical nam
 ('embed', 'mlp'), ('mlp', 'embed'), ... so that consecutive layers never map the same
 mesh axis twice; the head kernel is (…, 'classes').
 """
+
 from __future__ import annotations
 
 import math
@@ -23,30 +24,47 @@ from initlab.models.registry import InputSpec, register_model
 
 
 def default_config() -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict(dict(
+  return ml_collections.ConfigDict(
+    dict(
       name='mlp',
       input_shape=(32, 32, 3),  # (H, W, C) of one image; flattened to H*W*C features.
-      depth=2,                  # Number of hidden Dense+activation layers.
+      depth=2,  # Number of hidden Dense+activation layers.
       width=256,
-      activation='relu',        # One of layers.ACTIVATIONS.
+      activation='relu',  # One of layers.ACTIVATIONS.
       use_bias=True,
       num_classes=10,
       dtype='float32',
       param_dtype='float32',
-  ))
+    )
+  )
 
 
 def _flatten(x: jax.Array) -> jax.Array:
   return x.reshape(x.shape[0], -1)
 
 
-@register_model('mlp', task='classification', default_config=default_config,
-                input_spec=lambda c: InputSpec((math.prod(c['input_shape']),)))
+@register_model(
+  'mlp',
+  task='classification',
+  default_config=default_config,
+  input_spec=lambda c: InputSpec((math.prod(c['input_shape']),)),
+)
 class MLP(nnx.Module):
   """(B, H, W, C) images (or (B, features)) -> (B, num_classes) logits."""
 
-  def __init__(self, *, input_shape, depth, width, activation, use_bias, num_classes, dtype,
-               param_dtype, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    *,
+    input_shape,
+    depth,
+    width,
+    activation,
+    use_bias,
+    num_classes,
+    dtype,
+    param_dtype,
+    rngs: nnx.Rngs,
+  ):
     if depth < 0 or width < 1:
       raise ValueError(f'mlp: depth={depth} must be >= 0 and width={width} >= 1')
     self.activation_fn = layers.activation(activation)
@@ -62,8 +80,10 @@ class MLP(nnx.Module):
   def stages(self, train: bool = False):
     """[('hidden/i', flatten -> Dense -> act) for each hidden layer] + [('head', Dense)]."""
     del train  # No train-dependent layers.
-    out = [(f'hidden/{i}', lambda x, l=layer: self.activation_fn(l(_flatten(x))))
-           for i, layer in enumerate(self.hidden)]
+    out = [
+      (f'hidden/{i}', lambda x, l=layer: self.activation_fn(l(_flatten(x))))
+      for i, layer in enumerate(self.hidden)
+    ]
     return out + [('head', lambda x: self.head(_flatten(x)).astype(jnp.float32))]
 
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -72,5 +92,11 @@ class MLP(nnx.Module):
     return x
 
   def init_hints(self) -> dict:
-    return dict(depth=len(self.hidden) + 1, classifier=r'head/kernel', residual_final=None,
-                residual_branch=None, num_branches=0, branch_layers=0)
+    return dict(
+      depth=len(self.hidden) + 1,
+      classifier=r'head/kernel',
+      residual_final=None,
+      residual_branch=None,
+      num_branches=0,
+      branch_layers=0,
+    )

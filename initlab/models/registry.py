@@ -19,6 +19,7 @@ and `initlab.models.__init__` imports every zoo module, so the registry is compl
 model: its task, one example's input (`input_spec`, e.g. for random-input diagnostics) and
 which options the dataset fixes (`data_options`, checked by `check_fits` before training).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -39,6 +40,7 @@ DataOptionsFn = Callable[[Mapping[str, Any], Any], Mapping[str, Any]]
 class InputSpec:
   """One example's input: `shape` (None: a sequence length the caller picks) of floats, or of
   integer tokens in [0, vocab_size) when `vocab_size` is set."""
+
   shape: tuple[int | None, ...]
   vocab_size: int | None = None
 
@@ -54,6 +56,7 @@ def same_as_data(config: Mapping[str, Any], meta: Any) -> dict[str, Any]:
 class ModelEntry:
   """A registered model: `cls(**options, rngs=rngs)` builds it (options = default_config()
   minus `name`); it trains on datasets of `task` ('classification', 'lm')."""
+
   name: str
   cls: type[nnx.Module]
   task: str
@@ -79,36 +82,45 @@ def _check_entry(entry: ModelEntry) -> None:
   if not isinstance(entry.cls, type):
     raise ValueError(f'{where}: decorates a class (an nnx.Module), got {entry.cls!r}')
   if not isinstance(entry.task, str) or not entry.task:
-    raise ValueError(f"{where}: task must name the task it trains on, e.g. 'classification' "
-                     f"or 'lm'; got {entry.task!r}")
+    raise ValueError(
+      f"{where}: task must name the task it trains on, e.g. 'classification' "
+      f"or 'lm'; got {entry.task!r}"
+    )
   for key in ('default_config', 'input_spec', 'data_options'):
     fn = getattr(entry, key)
     if fn is not None and not callable(fn):
       raise ValueError(f'{where}: {key} must be a function, got {fn!r}')
   config = entry.default_config()
   if config.get('name') != name:
-    raise ValueError(f"{where}: default_config() must return name={name!r}, got "
-                     f"name={config.get('name')!r}")
+    raise ValueError(
+      f'{where}: default_config() must return name={name!r}, got name={config.get("name")!r}'
+    )
   params = inspect.signature(entry.cls.__init__).parameters
   if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
     missing = sorted({*config.keys(), 'rngs'} - {'name'} - set(params))
     if missing:
-      raise ValueError(f'{where}: {entry.cls.__qualname__}(...) takes no keyword(s) {missing} '
-                       f'that default_config() has (every option, and rngs)')
+      raise ValueError(
+        f'{where}: {entry.cls.__qualname__}(...) takes no keyword(s) {missing} '
+        f'that default_config() has (every option, and rngs)'
+      )
   for preset, overrides in entry.presets.items():
     unknown = sorted(set(overrides) - set(config) | ({'name'} & set(overrides)))
     if unknown:
       raise ValueError(f'{where}: preset {preset!r} sets unknown option(s) {unknown}')
     owner = _PRESETS.get(preset, (name,))[0]
     if preset in _MODELS or owner != name:
-      raise ValueError(f'{where}: preset {preset!r} is already a model or a preset of '
-                       f'{owner!r}')
+      raise ValueError(f'{where}: preset {preset!r} is already a model or a preset of {owner!r}')
 
 
-def register_model(name: str, *, task: str, default_config: ConfigFn,
-                   input_spec: Callable[[Mapping[str, Any]], InputSpec] | None = None,
-                   data_options: DataOptionsFn = same_as_data,
-                   presets: Mapping[str, Mapping[str, Any]] | None = None):
+def register_model(
+  name: str,
+  *,
+  task: str,
+  default_config: ConfigFn,
+  input_spec: Callable[[Mapping[str, Any]], InputSpec] | None = None,
+  data_options: DataOptionsFn = same_as_data,
+  presets: Mapping[str, Mapping[str, Any]] | None = None,
+):
   """Class decorator: registers the decorated nnx.Module as model `name`.
 
   Args:
@@ -124,30 +136,36 @@ def register_model(name: str, *, task: str, default_config: ConfigFn,
   Registering a name again with the same class (or its re-definition, e.g. a notebook cell
   run twice) replaces the entry; with a different class it is an error.
   """
+
   def decorate(cls):
-    entry = ModelEntry(name, cls, task, default_config, input_spec, data_options,
-                       dict(presets or {}))
+    entry = ModelEntry(
+      name, cls, task, default_config, input_spec, data_options, dict(presets or {})
+    )
     if not isinstance(name, str) or not name or name in _PRESETS:
-      raise ValueError(f'register_model: name must be a new model name, got {name!r}'
-                       f'{" (a preset)" if name in _PRESETS else ""}')
+      raise ValueError(
+        f'register_model: name must be a new model name, got {name!r}'
+        f'{" (a preset)" if name in _PRESETS else ""}'
+      )
     old = _MODELS.get(name)
     if old is not None and not (isinstance(cls, type) and _same_class(old.cls, cls)):
-      raise ValueError(f'register_model({name!r}): already registered to '
-                       f'{old.cls.__module__}.{old.cls.__qualname__}; pick another name')
+      raise ValueError(
+        f'register_model({name!r}): already registered to '
+        f'{old.cls.__module__}.{old.cls.__qualname__}; pick another name'
+      )
     _check_entry(entry)
     for preset in old.presets if old else ():
       _PRESETS.pop(preset, None)
     _MODELS[name] = entry
     _PRESETS.update({p: (name, dict(o)) for p, o in entry.presets.items()})
     return cls
+
   return decorate
 
 
 def _entry(name: Any) -> ModelEntry:
   if name in _MODELS:
     return _MODELS[name]
-  hint = (f" (a preset: use initlab.models.default_config({name!r}))" if name in _PRESETS
-          else '')
+  hint = f' (a preset: use initlab.models.default_config({name!r}))' if name in _PRESETS else ''
   raise ValueError(f'model name={name!r} is unknown{hint}; valid names: {model_names()}')
 
 
@@ -155,8 +173,10 @@ def input_spec(config: Mapping[str, Any]) -> InputSpec:
   """The `InputSpec` of model config `config` (`name` + options)."""
   entry = _entry(config['name'])
   if entry.input_spec is None:
-    raise ValueError(f'model {entry.name!r} has no registered input spec; models with one: '
-                     f'{tuple(n for n, e in sorted(_MODELS.items()) if e.input_spec)}')
+    raise ValueError(
+      f'model {entry.name!r} has no registered input spec; models with one: '
+      f'{tuple(n for n, e in sorted(_MODELS.items()) if e.input_spec)}'
+    )
   return entry.input_spec(config)
 
 
@@ -171,12 +191,16 @@ def check_fits(config: Mapping[str, Any], meta: Any) -> None:
   entry = _entry(config['name'])
   if meta.task != entry.task:
     fitting = [n for n, e in sorted(_MODELS.items()) if e.task == meta.task]
-    raise ValueError(f'config.model.name={entry.name!r} is a {entry.task!r} model but dataset '
-                     f'{meta.name!r} is {meta.task!r}; {meta.task!r} models: {fitting}')
+    raise ValueError(
+      f'config.model.name={entry.name!r} is a {entry.task!r} model but dataset '
+      f'{meta.name!r} is {meta.task!r}; {meta.task!r} models: {fitting}'
+    )
   for key, want in entry.data_options(config, meta).items():
     if not _same(config[key], want):
-      raise ValueError(f'config.model.{key}={config[key]!r} does not fit dataset '
-                       f'{meta.name!r}; set config.model.{key}={want!r}.')
+      raise ValueError(
+        f'config.model.{key}={config[key]!r} does not fit dataset '
+        f'{meta.name!r}; set config.model.{key}={want!r}.'
+      )
 
 
 def model_names() -> tuple[str, ...]:
@@ -195,8 +219,9 @@ def default_config(name: str) -> ml_collections.ConfigDict:
     config.update(overrides)
     return config
   if name not in _MODELS:
-    raise ValueError(f'model {name!r} is unknown; valid models: {model_names()}, '
-                     f'presets: {preset_names()}')
+    raise ValueError(
+      f'model {name!r} is unknown; valid models: {model_names()}, presets: {preset_names()}'
+    )
   return _MODELS[name].default_config()
 
 
@@ -213,16 +238,20 @@ def _options(config: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     raise ValueError(f'model {name!r} has no option(s) {unknown}; valid options: {valid}')
   missing = sorted(set(valid) - set(config))
   if missing:
-    raise ValueError(f'model {name!r} config is missing option(s) {missing} (defaults: '
-                     f'{ {k: defaults[k] for k in missing} }); start from '
-                     f'initlab.models.default_config({name!r})')
+    raise ValueError(
+      f'model {name!r} config is missing option(s) {missing} (defaults: '
+      f'{ {k: defaults[k] for k in missing} }); start from '
+      f'initlab.models.default_config({name!r})'
+    )
   for key in _DTYPE_KEYS:
     if key in config:
       try:
         config[key] = jnp.dtype(config[key])
       except TypeError as e:
-        raise ValueError(f"model {name!r}: {key}={config[key]!r} is not a dtype; e.g. 'float32', "
-                         "'bfloat16', 'float16'") from e
+        raise ValueError(
+          f"model {name!r}: {key}={config[key]!r} is not a dtype; e.g. 'float32', "
+          "'bfloat16', 'float16'"
+        ) from e
   for key, value in config.items():
     if isinstance(value, list):  # e.g. input_shape given on the command line.
       config[key] = tuple(value)

@@ -16,6 +16,7 @@ ResNet-20 has 269,722 params at width 1 with 10 classes (see `param_count`).
 norm='none' drops the BatchNorms and gives every conv a bias (for Fixup-style and
 other normalization-free init studies).
 """
+
 from __future__ import annotations
 
 from flax import nnx
@@ -31,16 +32,18 @@ BASE_WIDTHS = (16, 32, 64)
 
 
 def default_config() -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict(dict(
+  return ml_collections.ConfigDict(
+    dict(
       name='resnet',
-      depth=20,                 # 6n + 2: 20, 32, 44, 56, 110, ...
-      width=1.0,                # Channel multiplier: stage widths round(16w, 32w, 64w).
-      norm='batch',             # One of NORMS.
+      depth=20,  # 6n + 2: 20, 32, 44, 56, 110, ...
+      width=1.0,  # Channel multiplier: stage widths round(16w, 32w, 64w).
+      norm='batch',  # One of NORMS.
       input_shape=(32, 32, 3),  # (H, W, C); only C is used (the net is fully convolutional).
       num_classes=10,
       dtype='float32',
       param_dtype='float32',
-  ))
+    )
+  )
 
 
 def blocks_per_stage(depth: int) -> int:
@@ -56,8 +59,9 @@ def stage_widths(width: float) -> tuple[int, ...]:
   return widths
 
 
-def param_count(depth: int, width: float = 1.0, num_classes: int = 10, in_channels: int = 3,
-                norm: str = 'batch') -> int:
+def param_count(
+  depth: int, width: float = 1.0, num_classes: int = 10, in_channels: int = 3, norm: str = 'batch'
+) -> int:
   """Closed-form number of params of `ResNet(...)` (option-A shortcut)."""
   n, (c1, c2, c3) = blocks_per_stage(depth), stage_widths(width)
   per_channel = 2 if norm == 'batch' else 1  # BN (scale, bias), or else a conv bias.
@@ -67,26 +71,41 @@ def param_count(depth: int, width: float = 1.0, num_classes: int = 10, in_channe
 
   total = conv(in_channels, c1)
   for cin, cout in ((c1, c1), (c1, c2), (c2, c3)):
-    total += conv(cin, cout) + conv(cout, cout)           # First block of the stage.
-    total += (n - 1) * 2 * conv(cout, cout)               # The other blocks.
+    total += conv(cin, cout) + conv(cout, cout)  # First block of the stage.
+    total += (n - 1) * 2 * conv(cout, cout)  # The other blocks.
   return total + c3 * num_classes + num_classes
 
 
 def _conv3x3(cin, cout, stride, *, use_bias, dtype, param_dtype, rngs) -> nnx.Conv:
   """3x3 conv, kernel (3, 3, cin, cout) tagged (None, None, 'conv_in', 'conv_out')."""
   return nnx.Conv(
-      cin, cout, (3, 3), strides=stride, padding='SAME', use_bias=use_bias, dtype=dtype,
-      param_dtype=param_dtype,
-      kernel_init=layers.partitioned(layers.default_conv_init, None, None, 'conv_in', 'conv_out'),
-      bias_init=layers.partitioned(layers.zeros_init, 'conv_out'), rngs=rngs)
+    cin,
+    cout,
+    (3, 3),
+    strides=stride,
+    padding='SAME',
+    use_bias=use_bias,
+    dtype=dtype,
+    param_dtype=param_dtype,
+    kernel_init=layers.partitioned(layers.default_conv_init, None, None, 'conv_in', 'conv_out'),
+    bias_init=layers.partitioned(layers.zeros_init, 'conv_out'),
+    rngs=rngs,
+  )
 
 
 def _norm_layer(c, *, norm, dtype, param_dtype, rngs) -> nnx.BatchNorm | None:
   if norm == 'none':
     return None
-  return nnx.BatchNorm(c, momentum=0.9, epsilon=1e-5, dtype=dtype, param_dtype=param_dtype,
-                       scale_init=layers.partitioned(layers.ones_init, 'conv_out'),
-                       bias_init=layers.partitioned(layers.zeros_init, 'conv_out'), rngs=rngs)
+  return nnx.BatchNorm(
+    c,
+    momentum=0.9,
+    epsilon=1e-5,
+    dtype=dtype,
+    param_dtype=param_dtype,
+    scale_init=layers.partitioned(layers.ones_init, 'conv_out'),
+    bias_init=layers.partitioned(layers.zeros_init, 'conv_out'),
+    rngs=rngs,
+  )
 
 
 def _apply_norm(norm: nnx.BatchNorm | None, x, train: bool):
@@ -97,8 +116,9 @@ class ConvNorm(nnx.Module):
   """The stem: 3x3 conv then BatchNorm (or no norm). Params: conv, norm."""
 
   def __init__(self, cin, cout, *, norm, dtype, param_dtype, rngs):
-    self.conv = _conv3x3(cin, cout, 1, use_bias=norm == 'none', dtype=dtype,
-                         param_dtype=param_dtype, rngs=rngs)
+    self.conv = _conv3x3(
+      cin, cout, 1, use_bias=norm == 'none', dtype=dtype, param_dtype=param_dtype, rngs=rngs
+    )
     self.norm = _norm_layer(cout, norm=norm, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
   def __call__(self, x, train: bool = False):
@@ -119,7 +139,7 @@ class BasicBlock(nnx.Module):
   def __call__(self, x, train: bool = False):
     y = jax.nn.relu(_apply_norm(self.norm1, self.conv1(x), train))
     y = _apply_norm(self.norm2, self.conv2(y), train)
-    shortcut = x[:, ::self.stride, ::self.stride, :] if self.stride > 1 else x
+    shortcut = x[:, :: self.stride, :: self.stride, :] if self.stride > 1 else x
     if self.pad:  # Option A: zero channels, half on each side.
       lo = self.pad // 2
       shortcut = jnp.pad(shortcut, ((0, 0), (0, 0), (0, 0), (lo, self.pad - lo)))
@@ -130,8 +150,9 @@ class Stage(nnx.Module):
   """n basic blocks; the first one has `stride` and changes the width."""
 
   def __init__(self, cin, cout, n, stride, **kw):
-    self.blocks = nnx.List([BasicBlock(cin if i == 0 else cout, cout, stride if i == 0 else 1, **kw)
-                            for i in range(n)])
+    self.blocks = nnx.List(
+      [BasicBlock(cin if i == 0 else cout, cout, stride if i == 0 else 1, **kw) for i in range(n)]
+    )
 
 
 def _data_options(config, meta) -> dict:
@@ -140,15 +161,20 @@ def _data_options(config, meta) -> dict:
   return dict(input_shape=shape, num_classes=meta.num_classes)
 
 
-@register_model('resnet', task='classification', default_config=default_config,
-                input_spec=lambda c: InputSpec(tuple(c['input_shape'])),
-                data_options=_data_options,
-                presets={f'resnet{d}': dict(depth=d) for d in (20, 32, 44, 56, 110)})
+@register_model(
+  'resnet',
+  task='classification',
+  default_config=default_config,
+  input_spec=lambda c: InputSpec(tuple(c['input_shape'])),
+  data_options=_data_options,
+  presets={f'resnet{d}': dict(depth=d) for d in (20, 32, 44, 56, 110)},
+)
 class ResNet(nnx.Module):
   """(B, H, W, C) images -> (B, num_classes) logits."""
 
-  def __init__(self, *, depth, width, norm, input_shape, num_classes, dtype, param_dtype,
-               rngs: nnx.Rngs):
+  def __init__(
+    self, *, depth, width, norm, input_shape, num_classes, dtype, param_dtype, rngs: nnx.Rngs
+  ):
     if norm not in NORMS:
       raise ValueError(f'resnet: norm={norm!r}; valid: {NORMS}')
     n, widths = blocks_per_stage(depth), stage_widths(width)
@@ -157,15 +183,18 @@ class ResNet(nnx.Module):
     self.stage1 = Stage(widths[0], widths[0], n, 1, **kw)
     self.stage2 = Stage(widths[0], widths[1], n, 2, **kw)
     self.stage3 = Stage(widths[1], widths[2], n, 2, **kw)
-    self.head = layers.dense(widths[2], num_classes, ('embed', 'classes'), dtype=dtype,
-                             param_dtype=param_dtype, rngs=rngs)
+    self.head = layers.dense(
+      widths[2], num_classes, ('embed', 'classes'), dtype=dtype, param_dtype=param_dtype, rngs=rngs
+    )
 
   def stages(self, train: bool = False):
     """[('stem', conv-bn-relu)] + [('stageS/blocks/i', block)] + [('head', pool -> Dense)]."""
     out = [('stem', lambda x: jax.nn.relu(self.stem(x, train)))]
     for s, stage in enumerate((self.stage1, self.stage2, self.stage3), start=1):
-      out += [(f'stage{s}/blocks/{i}', lambda x, b=block: b(x, train))
-              for i, block in enumerate(stage.blocks)]
+      out += [
+        (f'stage{s}/blocks/{i}', lambda x, b=block: b(x, train))
+        for i, block in enumerate(stage.blocks)
+      ]
     return out + [('head', lambda x: self.head(x.mean(axis=(1, 2))).astype(jnp.float32))]
 
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -175,7 +204,11 @@ class ResNet(nnx.Module):
 
   def init_hints(self) -> dict:
     n = len(self.stage1.blocks)
-    return dict(depth=3 * n + 2, classifier=r'head/kernel',
-                residual_final=r'stage\d+/blocks/\d+/conv2/kernel',
-                residual_branch=r'stage\d+/blocks/\d+/conv[12]/kernel', num_branches=3 * n,
-                branch_layers=2)
+    return dict(
+      depth=3 * n + 2,
+      classifier=r'head/kernel',
+      residual_final=r'stage\d+/blocks/\d+/conv2/kernel',
+      residual_branch=r'stage\d+/blocks/\d+/conv[12]/kernel',
+      num_branches=3 * n,
+      branch_layers=2,
+    )

@@ -14,6 +14,7 @@ carry a leading layer axis: e.g. blocks/mlp/fc1/kernel is (depth, dim, hidden) t
 ('layers', 'embed', 'mlp'). The forward pass runs them with `nnx.scan` (optionally under
 `nnx.remat`), so compile time does not grow with depth.
 """
+
 from __future__ import annotations
 
 from flax import nnx
@@ -26,19 +27,21 @@ from initlab.models.registry import InputSpec, register_model
 
 
 def default_config() -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict(dict(
+  return ml_collections.ConfigDict(
+    dict(
       name='transformer_lm',
       vocab_size=256,
       dim=128,
       depth=4,
       num_heads=4,
-      mlp_ratio=4.0,        # MLP hidden width = round(mlp_ratio * dim).
-      max_len=256,          # Longest sequence (size of the position table).
-      activation='gelu',    # One of layers.ACTIVATIONS.
-      remat=False,          # Rematerialize each block in the backward pass (saves memory).
+      mlp_ratio=4.0,  # MLP hidden width = round(mlp_ratio * dim).
+      max_len=256,  # Longest sequence (size of the position table).
+      activation='gelu',  # One of layers.ACTIVATIONS.
+      remat=False,  # Rematerialize each block in the backward pass (saves memory).
       dtype='float32',
       param_dtype='float32',
-  ))
+    )
+  )
 
 
 def _data_options(config, meta) -> dict:
@@ -46,29 +49,55 @@ def _data_options(config, meta) -> dict:
   return dict(vocab_size=meta.vocab_size, max_len=max(config['max_len'], meta.input_shape[0]))
 
 
-@register_model('transformer_lm', task='lm', default_config=default_config,
-                input_spec=lambda c: InputSpec((None,), vocab_size=c['vocab_size']),
-                data_options=_data_options)
+@register_model(
+  'transformer_lm',
+  task='lm',
+  default_config=default_config,
+  input_spec=lambda c: InputSpec((None,), vocab_size=c['vocab_size']),
+  data_options=_data_options,
+)
 class TransformerLM(nnx.Module):
   """int (B, T) tokens -> (B, T, vocab_size) next-token logits (float32)."""
 
-  def __init__(self, *, vocab_size, dim, depth, num_heads, mlp_ratio, max_len, activation, remat,
-               dtype, param_dtype, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    *,
+    vocab_size,
+    dim,
+    depth,
+    num_heads,
+    mlp_ratio,
+    max_len,
+    activation,
+    remat,
+    dtype,
+    param_dtype,
+    rngs: nnx.Rngs,
+  ):
     if depth < 1:
       raise ValueError(f'transformer_lm: depth={depth} must be >= 1')
     kw = dict(dtype=dtype, param_dtype=param_dtype)
     self.token_embed = nnx.Embed(
-        vocab_size, dim, embedding_init=layers.partitioned(
-            layers.default_embed_init, 'vocab', 'embed'), rngs=rngs, **kw)
+      vocab_size,
+      dim,
+      embedding_init=layers.partitioned(layers.default_embed_init, 'vocab', 'embed'),
+      rngs=rngs,
+      **kw,
+    )
     self.pos_embed = nnx.Embed(
-        max_len, dim, embedding_init=layers.partitioned(
-            nnx.initializers.normal(0.02), None, 'embed'), rngs=rngs, **kw)
+      max_len,
+      dim,
+      embedding_init=layers.partitioned(nnx.initializers.normal(0.02), None, 'embed'),
+      rngs=rngs,
+      **kw,
+    )
     act, hidden = layers.activation(activation), int(round(mlp_ratio * dim))
 
     @nnx.vmap(transform_metadata={nnx.PARTITION_NAME: 'layers'})
     def make_blocks(key):
-      return layers.TransformerBlock(dim, num_heads, hidden, causal=True, activation_fn=act,
-                                     rngs=nnx.Rngs(key), **kw)
+      return layers.TransformerBlock(
+        dim, num_heads, hidden, causal=True, activation_fn=act, rngs=nnx.Rngs(key), **kw
+      )
 
     self.blocks = make_blocks(jax.random.split(rngs.params(), depth))
     self.final_norm = layers.layer_norm(dim, rngs=rngs, **kw)
@@ -81,7 +110,7 @@ class TransformerLM(nnx.Module):
     if tokens.shape[-1] > max_len:
       raise ValueError(f'transformer_lm: sequence length {tokens.shape[-1]} > max_len={max_len}')
     x = self.token_embed(tokens)
-    return x + self.pos_embed.embedding[:tokens.shape[-1]].astype(x.dtype)
+    return x + self.pos_embed.embedding[: tokens.shape[-1]].astype(x.dtype)
 
   def classify(self, x: jax.Array) -> jax.Array:
     """(B, T, dim) -> (B, T, vocab_size) float32 logits."""
@@ -89,8 +118,10 @@ class TransformerLM(nnx.Module):
 
   def apply_blocks(self, x: jax.Array) -> jax.Array:
     """All blocks, scanned over the layer axis: (B, T, dim) -> (B, T, dim)."""
+
     def body(x, block):
       return block(x)
+
     if self.remat:
       body = nnx.remat(body)
     return nnx.scan(body, in_axes=(nnx.Carry, 0), out_axes=nnx.Carry)(x, self.blocks)
@@ -101,8 +132,9 @@ class TransformerLM(nnx.Module):
 
   def _unstack(self) -> list[layers.TransformerBlock]:
     graphdef, state = nnx.split(self.blocks)
-    return [nnx.merge(graphdef, jax.tree.map(lambda a, i=i: a[i], state))
-            for i in range(self.depth)]
+    return [
+      nnx.merge(graphdef, jax.tree.map(lambda a, i=i: a[i], state)) for i in range(self.depth)
+    ]
 
   def stages(self, train: bool = False):
     """[('embed', ...)] + [('blocks/i', block i)] + [('head', norm -> Dense)].
@@ -111,15 +143,22 @@ class TransformerLM(nnx.Module):
     it again after changing the params (e.g. inside the traced function that gets them).
     """
     del train  # No train-dependent layers.
-    return ([('embed', self.embed)] + [(f'blocks/{i}', b) for i, b in enumerate(self._unstack())]
-            + [('head', self.classify)])
+    return (
+      [('embed', self.embed)]
+      + [(f'blocks/{i}', b) for i, b in enumerate(self._unstack())]
+      + [('head', self.classify)]
+    )
 
   def __call__(self, tokens: jax.Array, train: bool = False) -> jax.Array:
     del train
     return self.classify(self.apply_blocks(self.embed(tokens)))
 
   def init_hints(self) -> dict:
-    return dict(depth=self.depth + 2, classifier=r'head/kernel',
-                residual_final=r'blocks/(attn/out|mlp/fc2)/kernel',
-                residual_branch=r'blocks/(attn/(query|key|value|out)|mlp/fc[12])/kernel',
-                num_branches=2 * self.depth, branch_layers=2)
+    return dict(
+      depth=self.depth + 2,
+      classifier=r'head/kernel',
+      residual_final=r'blocks/(attn/out|mlp/fc2)/kernel',
+      residual_branch=r'blocks/(attn/(query|key|value|out)|mlp/fc[12])/kernel',
+      num_branches=2 * self.depth,
+      branch_layers=2,
+    )

@@ -5,7 +5,8 @@
 
 The layout it reads is `initlab.rundir`'s; the reader is `initlab.report.runs`.
 """
+
 from initlab.report.build import build_report
 from initlab.report.runs import SeedRun, Study, load_study
 
-__all__ = ["build_report", "load_study", "SeedRun", "Study"]
+__all__ = ['build_report', 'load_study', 'SeedRun', 'Study']

@@ -5,6 +5,7 @@
 
 Runs store it in summary.json ("provenance"); the report prints it.
 """
+
 from __future__ import annotations
 
 import importlib.metadata
@@ -12,7 +13,7 @@ import pathlib
 import subprocess
 from typing import Any
 
-KEYS = ("initlab", "git_commit", "jax", "flax", "device_kind", "device_count", "process_count")
+KEYS = ('initlab', 'git_commit', 'jax', 'flax', 'device_kind', 'device_count', 'process_count')
 
 
 def _version(package: str) -> str | None:
@@ -27,19 +28,27 @@ def git_commit() -> str | None:
   or None outside a checkout or without git."""
   source = pathlib.Path(__file__).resolve().parent
   try:
-    run = lambda *args: subprocess.run(["git", *args], cwd=source, capture_output=True,
-                                       text=True, timeout=10, check=True).stdout.strip()
-    commit = run("rev-parse", "HEAD")
-    dirty = bool(run("status", "--porcelain", "--untracked-files=no"))
+    run = lambda *args: subprocess.run(
+      ['git', *args], cwd=source, capture_output=True, text=True, timeout=10, check=True
+    ).stdout.strip()
+    commit = run('rev-parse', 'HEAD')
+    dirty = bool(run('status', '--porcelain', '--untracked-files=no'))
   except (OSError, subprocess.SubprocessError):
     return None
-  return commit + ("+dirty" if dirty else "") if commit else None
+  return commit + ('+dirty' if dirty else '') if commit else None
 
 
 def environment() -> dict[str, Any]:
   """The `KEYS` of this process (devices from `jax.devices()`)."""
   import jax  # pylint: disable=g-import-not-at-top
+
   devices = jax.devices()
-  return {"initlab": _version("initlab"), "git_commit": git_commit(), "jax": jax.__version__,
-          "flax": _version("flax"), "device_kind": devices[0].device_kind if devices else None,
-          "device_count": len(devices), "process_count": jax.process_count()}
+  return {
+    'initlab': _version('initlab'),
+    'git_commit': git_commit(),
+    'jax': jax.__version__,
+    'flax': _version('flax'),
+    'device_kind': devices[0].device_kind if devices else None,
+    'device_count': len(devices),
+    'process_count': jax.process_count(),
+  }

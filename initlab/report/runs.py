@@ -7,6 +7,7 @@ init_diagnostics.json is read only through `initlab.diagnostics.Diagnostics.from
 class that writes it. Everything but metrics.jsonl or summary.json is optional; what is missing
 or unreadable becomes a note.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,10 +22,11 @@ from initlab.diagnostics.propagation import Diagnostics
 @dataclasses.dataclass
 class SeedRun:
   """One seed's files, as read."""
+
   scheme: str
   seed: int
   path: pathlib.Path
-  records: list[dict]                     # metrics.jsonl, de-duplicated, sorted by step
+  records: list[dict]  # metrics.jsonl, de-duplicated, sorted by step
   summary: dict[str, Any] | None = None
   diagnostics: Diagnostics | None = None
 
@@ -32,11 +34,12 @@ class SeedRun:
 @dataclasses.dataclass
 class Study:
   """All readable runs of a workdir, by scheme (config order) then seed, plus notes."""
+
   study_dir: pathlib.Path
   config: dict[str, Any] | None
-  runs: dict[str, dict[int, SeedRun]]     # scheme -> seed -> run; a scheme may have no seeds
+  runs: dict[str, dict[int, SeedRun]]  # scheme -> seed -> run; a scheme may have no seeds
   notes: list[str]
-  single_run: bool = False                # the workdir is one run, not a study
+  single_run: bool = False  # the workdir is one run, not a study
 
   @property
   def seeds(self) -> list[int]:
@@ -49,13 +52,14 @@ class Study:
 
 def config_schemes(config: dict[str, Any] | None) -> list[str]:
   """The schemes a config.json runs, in its order: `init.compare`, else `[init.name]`."""
-  init = (config or {}).get("init") or {}
-  compare = list(init.get("compare") or ())
-  return compare or ([init["name"]] if init.get("name") else [])
+  init = (config or {}).get('init') or {}
+  compare = list(init.get('compare') or ())
+  return compare or ([init['name']] if init.get('name') else [])
 
 
-def load_study(workdir: str | pathlib.Path,
-               runs: Sequence[str | os.PathLike] | None = None) -> Study:
+def load_study(
+  workdir: str | pathlib.Path, runs: Sequence[str | os.PathLike] | None = None
+) -> Study:
   """Reads a study's run directories, or `workdir` itself when it is a single run.
 
   Args:
@@ -72,13 +76,14 @@ def load_study(workdir: str | pathlib.Path,
   notes = []
   config = _read_json(workdir / rundir.CONFIG, notes)
   if config is None:
-    notes.append(f"no readable {rundir.CONFIG} in {workdir}")
+    notes.append(f'no readable {rundir.CONFIG} in {workdir}')
   runs_dir = workdir / rundir.RUNS
   if runs is None and not runs_dir.is_dir() and _has_run_files(workdir):
     name = (config_schemes(config) or [workdir.name])[0]
     run = _load_seed(name, 0, workdir, notes)
-    return Study(study_dir=workdir, config=config, runs={name: {0: run}}, notes=notes,
-                 single_run=True)
+    return Study(
+      study_dir=workdir, config=config, runs={name: {0: run}}, notes=notes, single_run=True
+    )
   on_disk = {path.resolve(): (scheme, seed) for scheme, seed, path in rundir.study_runs(workdir)}
   if runs is None:
     order = [s for s in config_schemes(config) if s in {v[0] for v in on_disk.values()}]
@@ -91,29 +96,35 @@ def load_study(workdir: str | pathlib.Path,
     for path in map(lambda p: pathlib.Path(p).resolve(), runs):
       match = rundir.SEED_DIR.match(path.name)
       if match is None:
-        raise ValueError(f"runs: {path} is not a <scheme>/seed_<k> run directory")
+        raise ValueError(f'runs: {path} is not a <scheme>/seed_<k> run directory')
       wanted.append((path, (path.parent.name, int(match.group(1)))))
     listed = {path for path, _ in wanted}
     for path, (scheme, seed) in on_disk.items():
       if path not in listed:
-        notes.append(f"stale: {scheme}/seed_{seed} is not part of this config (left out)")
+        notes.append(f'stale: {scheme}/seed_{seed} is not part of this config (left out)')
   found: dict[str, dict[int, SeedRun]] = {}
   for path, (scheme, seed) in wanted:
     by_seed = found.setdefault(scheme, {})
     if _has_run_files(path):
       by_seed[seed] = _load_seed(scheme, seed, path, notes)
     else:
-      notes.append(f"{scheme}/seed_{seed}: no {rundir.METRICS} and no {rundir.SUMMARY} in "
-                   f"{path}; left out")
+      notes.append(
+        f'{scheme}/seed_{seed}: no {rundir.METRICS} and no {rundir.SUMMARY} in {path}; left out'
+      )
   for scheme, by_seed in found.items():
     if not by_seed:
-      notes.append(f"scheme {scheme!r}: no readable seed_<k> runs")
+      notes.append(f'scheme {scheme!r}: no readable seed_<k> runs')
   if not any(found.values()):
     raise FileNotFoundError(
-        f"no runs found under {runs_dir}: expected {runs_dir}/<scheme>/seed_<k>/"
-        f"{rundir.METRICS} (or {rundir.SUMMARY}), or a single run's {workdir}/{rundir.METRICS}")
-  return Study(study_dir=workdir, config=config,
-               runs={k: dict(sorted(v.items())) for k, v in found.items()}, notes=notes)
+      f'no runs found under {runs_dir}: expected {runs_dir}/<scheme>/seed_<k>/'
+      f"{rundir.METRICS} (or {rundir.SUMMARY}), or a single run's {workdir}/{rundir.METRICS}"
+    )
+  return Study(
+    study_dir=workdir,
+    config=config,
+    runs={k: dict(sorted(v.items())) for k, v in found.items()},
+    notes=notes,
+  )
 
 
 def _has_run_files(path: pathlib.Path) -> bool:
@@ -126,7 +137,7 @@ def _load_seed(scheme: str, seed: int, path: pathlib.Path, notes: list[str]) -> 
     try:
       records = rundir.dedupe_steps(rundir.read_jsonl(path / rundir.METRICS))
     except (OSError, ValueError) as e:
-      notes.append(f"{scheme}/seed_{seed}: unreadable {rundir.METRICS} ({e})")
+      notes.append(f'{scheme}/seed_{seed}: unreadable {rundir.METRICS} ({e})')
   summary = _read_json(path / rundir.SUMMARY, notes)
   diagnostics = None
   raw = _read_json(path / rundir.DIAGNOSTICS, notes)
@@ -134,10 +145,13 @@ def _load_seed(scheme: str, seed: int, path: pathlib.Path, notes: list[str]) -> 
     try:
       diagnostics = Diagnostics.from_dict(raw)
     except (KeyError, TypeError, ValueError) as e:
-      notes.append(f"{scheme}/seed_{seed}: {rundir.DIAGNOSTICS} is not a Diagnostics.to_dict() "
-                   f"({type(e).__name__}: {e}); ignored")
-  return SeedRun(scheme=scheme, seed=seed, path=path, records=records, summary=summary,
-                 diagnostics=diagnostics)
+      notes.append(
+        f'{scheme}/seed_{seed}: {rundir.DIAGNOSTICS} is not a Diagnostics.to_dict() '
+        f'({type(e).__name__}: {e}); ignored'
+      )
+  return SeedRun(
+    scheme=scheme, seed=seed, path=path, records=records, summary=summary, diagnostics=diagnostics
+  )
 
 
 def _read_json(path: pathlib.Path, notes: list[str]) -> dict | None:
@@ -146,9 +160,9 @@ def _read_json(path: pathlib.Path, notes: list[str]) -> dict | None:
   try:
     value = rundir.read_json(path)
   except (OSError, ValueError) as e:
-    notes.append(f"unreadable {path} ({e}); ignored")
+    notes.append(f'unreadable {path} ({e}); ignored')
     return None
   if not isinstance(value, dict):
-    notes.append(f"{path}: expected a JSON object, got {type(value).__name__}; ignored")
+    notes.append(f'{path}: expected a JSON object, got {type(value).__name__}; ignored')
     return None
   return value

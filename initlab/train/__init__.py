@@ -1,10 +1,11 @@
 """initlab.train: train state, step, loop, checkpoints, metrics, runtime (multi-host start-up).
 
-    from initlab import train
-    result = train.run(config, workdir)           # one run (auto-resumes from workdir):
-    result.state, result.summary                  #   final TrainState, summary.json's dict
-    results = train.run_study(config, workdir)    # init.compare schemes x seeds.num, + report
+from initlab import train
+result = train.run(config, workdir)           # one run (auto-resumes from workdir):
+result.state, result.summary                  #   final TrainState, summary.json's dict
+results = train.run_study(config, workdir)    # init.compare schemes x seeds.num, + report
 """
+
 # pylint: disable=g-importing-member
 from initlab.train.loop import NonFiniteError, Run, RunResult, run
 from initlab.train.state import Setup, TrainState

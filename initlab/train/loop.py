@@ -22,6 +22,7 @@ back to the restored step, and summary.json's wall_s adds up the time of every p
 trained the run. A graph dataset (task 'node_classification') trains full batch: the whole
 graph, replicated on the mesh, is every step's batch (`initlab.train.node_task`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -64,12 +65,16 @@ class NonFiniteError(FloatingPointError):
 
   def __init__(self, step: int, last_checkpoint: int | None, directory: str):
     self.step, self.last_checkpoint = step, last_checkpoint
-    kept = (f'the last good checkpoint (step {last_checkpoint}) in {directory} is kept'
-            if last_checkpoint is not None else f'no checkpoint was written to {directory}')
+    kept = (
+      f'the last good checkpoint (step {last_checkpoint}) in {directory} is kept'
+      if last_checkpoint is not None
+      else f'no checkpoint was written to {directory}'
+    )
     super().__init__(
-        f'Training stopped: the loss or the gradients became NaN/Inf at step {step}; {kept} '
-        '(the bad state was not saved). Lower optimizer.learning_rate, set '
-        'optimizer.grad_clip_norm, or try another init scheme.')
+      f'Training stopped: the loss or the gradients became NaN/Inf at step {step}; {kept} '
+      '(the bad state was not saved). Lower optimizer.learning_rate, set '
+      'optimizer.grad_clip_norm, or try another init scheme.'
+    )
 
 
 write_json = rundir.write_json
@@ -87,8 +92,13 @@ class Run:
   batch_sharding, train_step (with metrics), lean_step (without), eval_step, checkpointer.
   """
 
-  def __init__(self, config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
-               devices: Sequence[jax.Device] | None = None):
+  def __init__(
+    self,
+    config: ml_collections.ConfigDict,
+    workdir: str | os.PathLike,
+    *,
+    devices: Sequence[jax.Device] | None = None,
+  ):
     devices = jax.devices() if devices is None else list(devices)
     config_lib.validate(config, num_devices=len(devices))
     runtime.enable_compilation_cache()
@@ -114,21 +124,32 @@ class Run:
       raise
     except (ValueError, TypeError, KeyError) as e:
       raise config_lib.ConfigError(
-          f'config.model / config.init: cannot build model {config.model.name!r} with init '
-          f'{name!r}: {e}') from e
-    self.batch_sharding = (sharding_lib.replicated(self.mesh) if self.node_task
-                           else sharding_lib.batch_sharding(self.mesh))
-    self.graph = (node_task.GraphBatches(config.data, self.batch_sharding) if self.node_task
-                  else None)
+        f'config.model / config.init: cannot build model {config.model.name!r} with init '
+        f'{name!r}: {e}'
+      ) from e
+    self.batch_sharding = (
+      sharding_lib.replicated(self.mesh)
+      if self.node_task
+      else sharding_lib.batch_sharding(self.mesh)
+    )
+    self.graph = (
+      node_task.GraphBatches(config.data, self.batch_sharding) if self.node_task else None
+    )
     self.train_step = step_lib.make_train_step(
-        self.setup, task=self.meta.task, batch_sharding=self.batch_sharding,
-        learning_rate=self.schedule)
+      self.setup,
+      task=self.meta.task,
+      batch_sharding=self.batch_sharding,
+      learning_rate=self.schedule,
+    )
     self.lean_step = step_lib.make_train_step(  # Between log steps; compiled when first used.
-        self.setup, task=self.meta.task, batch_sharding=self.batch_sharding, metrics=False)
-    self.eval_step = step_lib.make_eval_step(self.setup, task=self.meta.task,
-                                             batch_sharding=self.batch_sharding)
-    self.checkpointer = ckpt_lib.Checkpointer(self.workdir / CHECKPOINT_DIR,
-                                              keep=config.train.keep_checkpoints)
+      self.setup, task=self.meta.task, batch_sharding=self.batch_sharding, metrics=False
+    )
+    self.eval_step = step_lib.make_eval_step(
+      self.setup, task=self.meta.task, batch_sharding=self.batch_sharding
+    )
+    self.checkpointer = ckpt_lib.Checkpointer(
+      self.workdir / CHECKPOINT_DIR, keep=config.train.keep_checkpoints
+    )
     self._eval_batches = None
     self.eval_examples = None  # Examples (tokens for an LM) of the last evaluation.
     self._wall_start, self._wall_before = time.time(), 0.0
@@ -143,7 +164,7 @@ class Run:
     self.plan = ii.stages.plan(scheme)
     self.init_ctx = ii.InitContext(dataset=ii.stages.dataset_facts(self.meta))
     rules = sharding_lib.axis_rules(self.config.sharding)
-    build = lambda cfg: (lambda rngs: models.build(cfg, rngs=rngs))
+    build = lambda cfg: lambda rngs: models.build(cfg, rngs=rngs)
     model_cfg = ii.stages.resize(self.plan, model_cfg, self.init_ctx)
     self._pretrained = self._pretrained_source(model_cfg, rules)
     abstract = None if self._pretrained is None else self._pretrained[1]
@@ -155,11 +176,17 @@ class Run:
       self.tx = optim.make(self.config.optimizer, self.config.train.steps, self.parametrization)
       try:
         self.setup = state_lib.Setup.create(
-            build(model_cfg), self.tx, mesh=self.mesh, axis_rules=rules,
-            scheme=self.parametrization.wrap(self.plan.param),
-            ctx=dataclasses.replace(self.init_ctx,
-                                    model_config=model_cfg if source is None else source),
-            source_fn=None if source is None else build(source), pretrained=abstract)
+          build(model_cfg),
+          self.tx,
+          mesh=self.mesh,
+          axis_rules=rules,
+          scheme=self.parametrization.wrap(self.plan.param),
+          ctx=dataclasses.replace(
+            self.init_ctx, model_config=model_cfg if source is None else source
+          ),
+          source_fn=None if source is None else build(source),
+          pretrained=abstract,
+        )
         break
       except ii.ArchitectureChange as e:  # The scheme returned SchemeResult: build that model.
         source, model_cfg = model_cfg, e.model_config
@@ -182,14 +209,17 @@ class Run:
       raise config_lib.ConfigError(f'config.init.pretrained: {e}') from None
     if saved is not None:
       model_cfg = saved.get('built_model') or config_lib.full_model_config(
-          ml_collections.ConfigDict({k: saved[k] for k in ('model', 'dtype')}))
+        ml_collections.ConfigDict({k: saved[k] for k in ('model', 'dtype')})
+      )
     _, abstract_state = ii.abstract_model(lambda rngs: models.build(model_cfg, rngs=rngs))
     shardings = sharding_lib.state_shardings(
-        abstract_state, sharding_lib.as_auto_mesh(self.mesh), rules)
+      abstract_state, sharding_lib.as_auto_mesh(self.mesh), rules
+    )
     params, _ = state_lib.pure_variables(abstract_state)
     param_sh, _ = state_lib.pure_variables(shardings)
     return where, jax.tree.map(
-        lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh), params, param_sh)
+      lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh), params, param_sh
+    )
 
   def recorded_config(self) -> dict[str, Any]:
     """The config as config.json and checkpoints record it: `config_dict(config)` plus
@@ -202,8 +232,9 @@ class Run:
     """Seconds spent on this run: by earlier processes (up to the restored checkpoint) + now."""
     return self._wall_before + time.time() - self._wall_start
 
-  def initial_state(self, start_from: state_lib.TrainState | None = None
-                    ) -> tuple[state_lib.TrainState, Any, bool]:
+  def initial_state(
+    self, start_from: state_lib.TrainState | None = None
+  ) -> tuple[state_lib.TrainState, Any, bool]:
     """(state, data-iterator state or None, resumed?): checkpoint, else `start_from`'s params
     and model state (copied; fresh optimizer state, step 0), else init_from, else the init:
     pretrained params restored, the param stage (`setup.init`), the data stage."""
@@ -244,18 +275,26 @@ class Run:
     if self.node_task:
       batches = (self.graph.batch(self.config.data.train_split),) * self.plan.num_batches
     else:
-      it = data_lib.build(self.config.data, split=self.config.data.train_split,
-                          batch_size=self.config.train.batch_size,
-                          seed=ii.stages.data_seed(self.config.seeds.data))
-      batches = tuple(data_lib.to_global(next(it), self.batch_sharding)
-                      for _ in range(self.plan.num_batches))
+      it = data_lib.build(
+        self.config.data,
+        split=self.config.data.train_split,
+        batch_size=self.config.train.batch_size,
+        seed=ii.stages.data_seed(self.config.seeds.data),
+      )
+      batches = tuple(
+        data_lib.to_global(next(it), self.batch_sharding) for _ in range(self.plan.num_batches)
+      )
     model = self.setup.model(state)
     ctx = dataclasses.replace(
-        self.init_ctx, model_config=self.model_config, pretrained=pretrained,
-        hints=model.init_hints() if hasattr(model, 'init_hints') else {},
-        data=ii.DataContext(self.setup.graphdef, state.model_state, batches, self.meta.task))
-    params = ii.stages.run_data_stage(self.plan, jax.random.fold_in(keys[0], 1), state.params,
-                                      ctx, self.setup.shardings.params)
+      self.init_ctx,
+      model_config=self.model_config,
+      pretrained=pretrained,
+      hints=model.init_hints() if hasattr(model, 'init_hints') else {},
+      data=ii.DataContext(self.setup.graphdef, state.model_state, batches, self.meta.task),
+    )
+    params = ii.stages.run_data_stage(
+      self.plan, jax.random.fold_in(keys[0], 1), state.params, ctx, self.setup.shardings.params
+    )
     return self.setup.from_params(params, *keys)
 
   def restore(self, step: int | None = None) -> state_lib.TrainState | None:
@@ -270,8 +309,12 @@ class Run:
       if data_state is not None:
         it.set_state(data_state)
       return it
-    it = data_lib.build(self.config.data, split=self.config.data.train_split,
-                        batch_size=self.config.train.batch_size, seed=self.config.seeds.data)
+    it = data_lib.build(
+      self.config.data,
+      split=self.config.data.train_split,
+      batch_size=self.config.train.batch_size,
+      seed=self.config.seeds.data,
+    )
     if data_state is not None:
       it.set_state(data_state)
     return it
@@ -299,9 +342,15 @@ class Run:
   def _read_eval(self):
     """Yields the global eval batches, caching them if they are small."""
     t = self.config.train
-    it = data_lib.build(self.config.data, split=self.config.data.eval_split,
-                        batch_size=t.eval_batch_size or t.batch_size, seed=0, shuffle=False,
-                        num_epochs=1, drop_remainder=False)
+    it = data_lib.build(
+      self.config.data,
+      split=self.config.data.eval_split,
+      batch_size=t.eval_batch_size or t.batch_size,
+      seed=0,
+      shuffle=False,
+      num_epochs=1,
+      drop_remainder=False,
+    )
     cache, size = [], 0
     for i, batch in enumerate(it):
       if t.eval_steps and i >= t.eval_steps:
@@ -319,6 +368,7 @@ class Run:
     if self.node_task:  # Per-layer variances of a GNN (initlab.diagnostics.gnn).
       return node_task.diagnostics(self, state)
     from initlab import diagnostics  # pylint: disable=g-import-not-at-top
+
     batch = next(iter(self.train_iterator()))
     x = batch[step_lib.INPUT_KEY[self.meta.task]]
     if jax.process_count() > 1:  # The same (global) batch on every process.
@@ -350,16 +400,22 @@ class RunResult:
     run: the `Run`: its `mesh`, `setup` and `evaluate(state)` serve post-training analyses,
       e.g. `result.run.evaluate(result.state.replace(params=quantized))`.
   """
+
   state: state_lib.TrainState
   summary: dict[str, Any]
   run: Run
 
 
-def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
-        devices: Sequence[jax.Device] | None = None,
-        start_from: state_lib.TrainState | None = None,
-        callbacks: Sequence[Callback] = (), force: bool = False,
-        report: bool = True) -> RunResult:
+def run(
+  config: ml_collections.ConfigDict,
+  workdir: str | os.PathLike,
+  *,
+  devices: Sequence[jax.Device] | None = None,
+  start_from: state_lib.TrainState | None = None,
+  callbacks: Sequence[Callback] = (),
+  force: bool = False,
+  report: bool = True,
+) -> RunResult:
   """Trains `config` in `workdir` (resuming if it holds a checkpoint), then writes a report.
 
   Args:
@@ -411,20 +467,31 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
           state, final = _train(r, state, r.train_iterator(data_state), start, writer, callbacks)
         finally:
           writer.close()
-        summary = dict(final={**logged, **final}, steps=t.steps, wall_s=r.wall_s(),
-                       resumed_from=start if resumed else None, eval_examples=r.eval_examples,
-                       provenance=_provenance())
+        summary = dict(
+          final={**logged, **final},
+          steps=t.steps,
+          wall_s=r.wall_s(),
+          resumed_from=start if resumed else None,
+          eval_examples=r.eval_examples,
+          provenance=_provenance(),
+        )
         write_json(r.workdir / SUMMARY_NAME, summary)
   finally:
     r.checkpointer.close()
   if report and jax.process_index() == 0:
     from initlab.report import build_report  # pylint: disable=g-import-not-at-top
+
     build_report(r.workdir)
   return RunResult(state, summary, r)
 
 
-def check_workdir(workdir: pathlib.Path, config: ml_collections.ConfigDict, *,
-                  force: bool = False, study: bool = False) -> dict[str, Any] | None:
+def check_workdir(
+  workdir: pathlib.Path,
+  config: ml_collections.ConfigDict,
+  *,
+  force: bool = False,
+  study: bool = False,
+) -> dict[str, Any] | None:
   """Checks `workdir` for a run (or a study) of `config` before anything is written there.
 
   Returns the summary of a finished single run with this config and length (None otherwise).
@@ -439,9 +506,10 @@ def check_workdir(workdir: pathlib.Path, config: ml_collections.ConfigDict, *,
   if not ours:
     if others:
       raise rundir.RunDirError(
-          f'workdir {workdir}: not empty ({", ".join(others[:4])}'
-          f'{", ..." if len(others) > 4 else ""}) and holds no initlab run; choose a new or '
-          'empty directory.')
+        f'workdir {workdir}: not empty ({", ".join(others[:4])}'
+        f'{", ..." if len(others) > 4 else ""}) and holds no initlab run; choose a new or '
+        'empty directory.'
+      )
     return None
   kind = 'study' if study else 'run'
   saved = None
@@ -456,16 +524,20 @@ def check_workdir(workdir: pathlib.Path, config: ml_collections.ConfigDict, *,
     except (OSError, ValueError) as e:
       problem = f'has an unreadable {rundir.CONFIG} ({e})'
     shape = ('init.compare', 'init.name', 'seeds.num') if study else ()
-    changes = {} if saved is None else config_changes(
-        saved, config_dict(config), rundir.RESUMABLE + shape)
+    changes = (
+      {} if saved is None else config_changes(saved, config_dict(config), rundir.RESUMABLE + shape)
+    )
     if changes:
-      problem = (f'holds a {kind} with another config ({rundir.describe_changes(changes)}); '
-                 f'a resume may only change {", ".join(rundir.RESUMABLE)}')
+      problem = (
+        f'holds a {kind} with another config ({rundir.describe_changes(changes)}); '
+        f'a resume may only change {", ".join(rundir.RESUMABLE)}'
+      )
   if problem is not None:
     if not force:
       raise rundir.RunDirError(
-          f'workdir {workdir}: {problem}. Use a new --workdir, or --force to delete its '
-          f'{kind} and start over.')
+        f'workdir {workdir}: {problem}. Use a new --workdir, or --force to delete its '
+        f'{kind} and start over.'
+      )
     logging.warning('--force: deleting %s in %s (%s)', ', '.join(ours), workdir, problem)
     rundir.remove_outputs(workdir, ours)
     _sync('initlab_force_delete')
@@ -479,23 +551,25 @@ def check_workdir(workdir: pathlib.Path, config: ml_collections.ConfigDict, *,
   done = summary.get('steps') if isinstance(summary, dict) and not summary.get('error') else None
   if isinstance(done, int) and done > config.train.steps:
     raise rundir.RunDirError(
-        f'workdir {workdir}: holds a run of {done} steps, longer than '
-        f'config.train.steps={config.train.steps}. Use a new --workdir, or --force.')
+      f'workdir {workdir}: holds a run of {done} steps, longer than '
+      f'config.train.steps={config.train.steps}. Use a new --workdir, or --force.'
+    )
   return summary if done == config.train.steps and saved is not None else None
 
 
 def _check_resumable(restored: ckpt_lib.Restored, config, directory) -> None:
   """The checkpoint's config and step fit `config` (the workdir check missed no config.json)."""
-  changes = {} if restored.config is None else config_changes(
-      restored.config, config_dict(config))
+  changes = {} if restored.config is None else config_changes(restored.config, config_dict(config))
   if changes:
     raise rundir.RunDirError(
-        f'checkpoint {directory}/{restored.step}: saved with another config '
-        f'({rundir.describe_changes(changes)}). Use a new --workdir, or --force.')
+      f'checkpoint {directory}/{restored.step}: saved with another config '
+      f'({rundir.describe_changes(changes)}). Use a new --workdir, or --force.'
+    )
   if restored.step > config.train.steps:
     raise rundir.RunDirError(
-        f'checkpoint {directory}/{restored.step}: past config.train.steps='
-        f'{config.train.steps}. Use a new --workdir, or --force.')
+      f'checkpoint {directory}/{restored.step}: past config.train.steps='
+      f'{config.train.steps}. Use a new --workdir, or --force.'
+    )
 
 
 def config_changes(saved, current, ignore=rundir.RESUMABLE) -> dict[str, tuple[Any, Any]]:
@@ -505,8 +579,9 @@ def config_changes(saved, current, ignore=rundir.RESUMABLE) -> dict[str, tuple[A
   changes = rundir.changed_keys(saved, current, tuple(ignore) + ('built_model',))
   if not any(changes.get('init.pretrained', ('x',))):
     changes.pop('init.pretrained', None)
-  defaults = rundir.flatten(rundir.encode(
-      {'parametrization': config_lib.default_config().parametrization.to_dict()}))
+  defaults = rundir.flatten(
+    rundir.encode({'parametrization': config_lib.default_config().parametrization.to_dict()})
+  )
   for key, (old, new) in list(changes.items()):
     if old is None and key in defaults and new == defaults[key]:
       del changes[key]
@@ -522,13 +597,15 @@ def _logged_finals(workdir: pathlib.Path, step: int) -> dict[str, float]:
   out = {}
   for record in records:
     if record['step'] <= step:
-      out.update({f'{record["split"]}/{k}': v for k, v in record.items()
-                  if k not in rundir.RESERVED})
+      out.update(
+        {f'{record["split"]}/{k}': v for k, v in record.items() if k not in rundir.RESERVED}
+      )
   return out
 
 
 def _provenance() -> dict[str, Any] | None:
   from initlab.report import provenance  # pylint: disable=g-import-not-at-top
+
   return provenance.environment()
 
 
@@ -550,8 +627,9 @@ def _sync(name: str) -> None:
     multihost_utils.sync_global_devices(name)
 
 
-def _train(r: Run, state, it, start: int, writer, callbacks: Sequence[Callback] = ()
-           ) -> tuple[state_lib.TrainState, dict]:
+def _train(
+  r: Run, state, it, start: int, writer, callbacks: Sequence[Callback] = ()
+) -> tuple[state_lib.TrainState, dict]:
   """The training loop from step `start`; returns the final state and final metrics."""
   t = r.config.train
   total = t.steps
@@ -576,8 +654,14 @@ def _train(r: Run, state, it, start: int, writer, callbacks: Sequence[Callback] 
       raise NonFiniteError(bad, last_ckpt, str(r.checkpointer.directory))
     return metrics
 
-  bar = tqdm.tqdm(total=total, initial=start, desc=r.workdir.name, unit='step',
-                  disable=not t.progress_bar or jax.process_index() != 0, dynamic_ncols=True)
+  bar = tqdm.tqdm(
+    total=total,
+    initial=start,
+    desc=r.workdir.name,
+    unit='step',
+    disable=not t.progress_bar or jax.process_index() != 0,
+    dynamic_ncols=True,
+  )
   try:
     for s in range(start + 1, total + 1):
       batch = next(it) if r.node_task else data_lib.to_global(next(it), r.batch_sharding)
@@ -597,8 +681,13 @@ def _train(r: Run, state, it, start: int, writer, callbacks: Sequence[Callback] 
         final.update({f'eval/{k}': v for k, v in metrics.items()})
       if checkpoint:
         writer.flush()  # A kill after this save loses no logged step (TensorBoard included).
-        r.checkpointer.save(s, to_checkpoint(state), data_state=it.get_state(),
-                            config=r.recorded_config(), meta=dict(wall_s=r.wall_s()))
+        r.checkpointer.save(
+          s,
+          to_checkpoint(state),
+          data_state=it.get_state(),
+          config=r.recorded_config(),
+          meta=dict(wall_s=r.wall_s()),
+        )
         last_ckpt = s
       for fn in callbacks if checkpoint or evaluate else ():
         fn(s, state, metrics if evaluate else {})

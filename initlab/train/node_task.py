@@ -15,6 +15,7 @@ data every device computes the whole step, so a run on 8 devices equals one on 1
 The train iterator (`FullBatch`) yields the placed batch; its state {'draws': n} is the data
 state checkpoints store, so resume works as for other datasets.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -27,9 +28,8 @@ from initlab import data as data_lib
 from initlab.train import step as step_lib
 
 TASK = 'node_classification'
-SPLITS = {'train': 'train_mask', 'val': 'val_mask', 'validation': 'val_mask',
-          'test': 'test_mask'}
-REPORTED = ('val', 'test')   # Splits every evaluation reports as eval/<split>_{loss,accuracy}.
+SPLITS = {'train': 'train_mask', 'val': 'val_mask', 'validation': 'val_mask', 'test': 'test_mask'}
+REPORTED = ('val', 'test')  # Splits every evaluation reports as eval/<split>_{loss,accuracy}.
 _GRAPH_KEYS = ('features', 'senders', 'receivers', 'labels')
 
 
@@ -38,8 +38,9 @@ def check_splits(data_cfg) -> None:
   for key in ('train_split', 'eval_split'):
     if data_cfg[key] not in SPLITS:
       raise config_lib.ConfigError(
-          f'config.data.{key}: {data_cfg[key]!r} is not a split of graph dataset '
-          f'{data_cfg.name!r}; valid: {sorted(SPLITS)}.')
+        f'config.data.{key}: {data_cfg[key]!r} is not a split of graph dataset '
+        f'{data_cfg.name!r}; valid: {sorted(SPLITS)}.'
+      )
 
 
 class GraphBatches:
@@ -55,8 +56,9 @@ class GraphBatches:
     if self._base is None:
       graph = data_lib.graph(self._cfg)
       self._host_masks = {k: np.asarray(graph[k]) for k in set(SPLITS.values())}
-      self._base = data_lib.to_global({k: np.asarray(graph[k]) for k in _GRAPH_KEYS},
-                                      self._sharding)
+      self._base = data_lib.to_global(
+        {k: np.asarray(graph[k]) for k in _GRAPH_KEYS}, self._sharding
+      )
     if key not in self._masks:
       self._masks[key] = data_lib.to_global(self._host_masks[key], self._sharding)
     return {**self._base, step_lib.MASK_KEY: self._masks[key]}
@@ -103,8 +105,11 @@ def diagnostics(run, state) -> dict[str, Any]:
   """`initlab.diagnostics.gnn.measure(...).to_dict()` at `state` (the loss over the train
   nodes), plus 'gnn_ratios': {'forward', 'backward'} (L,) variance ratios (`gnn.ratios`)."""
   from initlab.diagnostics import gnn  # pylint: disable=g-import-not-at-top
+
   batch = run.graph.batch(run.config.data.train_split)
   model, mask = run.setup.model(state), batch[step_lib.MASK_KEY]
   ratios = gnn.ratios(gnn.layer_moments(model, batch, mask=mask))
-  return {**gnn.measure(model, batch, mask=mask).to_dict(),
-          'gnn_ratios': {k: [float(x) for x in v] for k, v in ratios.items()}}
+  return {
+    **gnn.measure(model, batch, mask=mask).to_dict(),
+    'gnn_ratios': {k: [float(x) for x in v] for k, v in ratios.items()},
+  }

@@ -6,6 +6,7 @@ and extra transforms registered by name (`config.optimizer.extra`).
 An extra transform is a factory `(**options) -> optax.GradientTransformation` registered with
 `@register_transform('<name>')`; `make` chains the extras after the optimizer, in order.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -33,9 +34,12 @@ def schedule(opt: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule
   if opt.schedule == 'warmup_cosine':
     warmup = min(opt.warmup_steps, total_steps)
     return optax.warmup_cosine_decay_schedule(
-        0.0, peak, warmup, max(total_steps, warmup + 1), end_value=end)
-  raise ValueError(f'config.optimizer.schedule: unknown schedule {opt.schedule!r}; '
-                   "valid: 'constant', 'cosine', 'warmup_cosine'")
+      0.0, peak, warmup, max(total_steps, warmup + 1), end_value=end
+    )
+  raise ValueError(
+    f'config.optimizer.schedule: unknown schedule {opt.schedule!r}; '
+    "valid: 'constant', 'cosine', 'warmup_cosine'"
+  )
 
 
 def _decay_mask(params):
@@ -44,16 +48,19 @@ def _decay_mask(params):
   The role comes from the param path (`initlab.init.specs.infer_role`), not from ndim:
   stacked (scanned) biases and LayerNorm scales are 2-D. Unknown names fall back to ndim ≥ 2.
   """
+
   def decays(leaf):
     try:
-      return specs.infer_role(leaf.path) in ("kernel", "embedding")
+      return specs.infer_role(leaf.path) in ('kernel', 'embedding')
     except specs.LayoutError:
       return leaf.value.ndim >= 2
+
   return tree_lib.map_leaves(decays, params)
 
 
-def make(opt: ml_collections.ConfigDict, total_steps: int,
-         parametrization=None) -> optax.GradientTransformation:
+def make(
+  opt: ml_collections.ConfigDict, total_steps: int, parametrization=None
+) -> optax.GradientTransformation:
   """`clip_by_global_norm` (if set) -> weight decay (if set) -> `optax.<opt.name>`
   -> the per-param learning-rate factors of an active `parametrization` (ntk, mup; see
   `initlab.init.families.parametrization`, built by its `from_config(config)`).
@@ -89,11 +96,13 @@ def make(opt: ml_collections.ConfigDict, total_steps: int,
 
 def register_transform(name: str) -> Callable:
   """Decorator registering `factory(**options) -> GradientTransformation` as extra `name`."""
+
   def register(factory):
     if name in _TRANSFORMS:
       raise ValueError(f'register_transform: {name!r} is already registered')
     _TRANSFORMS[name] = factory
     return factory
+
   return register
 
 
@@ -108,12 +117,15 @@ def parse_extra(extra) -> list[tuple[str, dict[str, Any]]]:
   Each item is a registered name or a `(name, {option: value})` pair. Raises ConfigError
   naming the item, and the valid names or options, for anything else.
   """
+
   def bad(i, what):
     return config_lib.ConfigError(f'config.optimizer.extra[{i}]: {what}')
+
   if not isinstance(extra, (tuple, list)):
     raise config_lib.ConfigError(
-        f'config.optimizer.extra: expected a tuple of transform names or (name, options) '
-        f'pairs, got {extra!r}')
+      f'config.optimizer.extra: expected a tuple of transform names or (name, options) '
+      f'pairs, got {extra!r}'
+    )
   out = []
   for i, item in enumerate(extra):
     name = options = None
@@ -142,9 +154,14 @@ _MASKS = {'weights': _decay_mask, 'all': None}
 
 
 @register_transform('backslash')
-def backslash(rdo: float | None = None, rdo_per_param: float | None = None, clip: float = 1.0,
-              reestimate_every: int = 1, method: str = 'exact',
-              mask: str = 'weights') -> optax.GradientTransformation:
+def backslash(
+  rdo: float | None = None,
+  rdo_per_param: float | None = None,
+  clip: float = 1.0,
+  reestimate_every: int = 1,
+  method: str = 'exact',
+  mask: str = 'weights',
+) -> optax.GradientTransformation:
   """BackSlash's unit step θ ← θ − ∇R(θ) after the optimizer (arXiv 2504.16968; see
   `initlab.init.gg.rate`), with ∇R = (rdo·β̂/N)·sign(θ)(|θ| + clip)^(β̂−1).
 
@@ -156,6 +173,7 @@ def backslash(rdo: float | None = None, rdo_per_param: float | None = None, clip
     mask: 'weights' (kernels and embeddings, by param role, as weight decay) or 'all'.
   """
   from initlab.init import gg  # pylint: disable=g-import-not-at-top
+
   if mask not in _MASKS:
     raise ValueError(f'mask={mask!r}; valid: {", ".join(map(repr, _MASKS))}')
   if rdo is not None and rdo_per_param is not None:
@@ -169,6 +187,8 @@ def backslash(rdo: float | None = None, rdo_per_param: float | None = None, clip
     n = sum(x.size for x in jax.tree.leaves(params))
     return gg.backslash(rdo=rdo_per_param * n, **kwargs)
 
-  tx = optax.GradientTransformation(lambda params: make(params).init(params),
-                                    lambda u, s, params=None: make(params).update(u, s, params))
+  tx = optax.GradientTransformation(
+    lambda params: make(params).init(params),
+    lambda u, s, params=None: make(params).update(u, s, params),
+  )
   return tx if _MASKS[mask] is None else optax.masked(tx, _MASKS[mask])

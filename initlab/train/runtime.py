@@ -2,6 +2,7 @@
 
 (Where arrays live, the mesh and every sharding, is `initlab.sharding`.)
 """
+
 from __future__ import annotations
 
 import logging
@@ -42,9 +43,13 @@ def maybe_initialize_distributed() -> bool:
       if os.environ.get(env):
         kwargs[arg] = int(os.environ[env])
   jax.distributed.initialize(**kwargs)
-  logging.info('jax.distributed: process %d of %d, %d local / %d global devices',
-               jax.process_index(), jax.process_count(), jax.local_device_count(),
-               jax.device_count())
+  logging.info(
+    'jax.distributed: process %d of %d, %d local / %d global devices',
+    jax.process_index(),
+    jax.process_count(),
+    jax.local_device_count(),
+    jax.device_count(),
+  )
   return True
 
 
@@ -69,4 +74,3 @@ def enable_compilation_cache() -> str | None:
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.2)
   jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
   return path
-

@@ -10,6 +10,7 @@ Params and the other model variables (e.g. BatchNorm statistics) are plain neste
 an ordinary pytree for optax and Orbax. `Setup.model(state)` / `Setup.merge(params,
 model_state)` merge them into the `nnx.Module` (no intermediate `nnx.State`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -40,6 +41,7 @@ class TrainState:
     nonfinite_step: int32 (), -1, or the first step whose loss or gradients were NaN/Inf
       (tracked on the device, so detecting it needs no per-step host sync).
   """
+
   step: jax.Array
   params: Any
   opt_state: Any
@@ -79,6 +81,7 @@ class Setup:
       optimizer state and fresh other variables; jitted likewise.
     tx: the optimizer.
   """
+
   graphdef: Any
   shardings: TrainState
   abstract: TrainState
@@ -87,10 +90,19 @@ class Setup:
   tx: optax.GradientTransformation
 
   @classmethod
-  def create(cls, model_fn: Callable[[nnx.Rngs], nnx.Module], tx: optax.GradientTransformation,
-             *, mesh: Mesh, axis_rules, scheme: Callable | None = None,
-             fsdp_axis: str | None = sharding_lib.AUTO, ctx: ii.InitContext | None = None,
-             source_fn: Callable | None = None, pretrained: Any = None) -> Setup:
+  def create(
+    cls,
+    model_fn: Callable[[nnx.Rngs], nnx.Module],
+    tx: optax.GradientTransformation,
+    *,
+    mesh: Mesh,
+    axis_rules,
+    scheme: Callable | None = None,
+    fsdp_axis: str | None = sharding_lib.AUTO,
+    ctx: ii.InitContext | None = None,
+    source_fn: Callable | None = None,
+    pretrained: Any = None,
+  ) -> Setup:
     """Builds the init programs for `model_fn` under `scheme` (see `initlab.init.sharded_init`,
     which builds the abstract model once; `fsdp_axis`, `ctx` and `source_fn` as there).
 
@@ -98,17 +110,22 @@ class Setup:
     third argument will hold, or None; it reaches the scheme as `ctx.pretrained`.
     """
     graphdef, _, var_shardings = ii.sharded_init(
-        model_fn, mesh=mesh, axis_rules=axis_rules, fsdp_axis=fsdp_axis)
+      model_fn, mesh=mesh, axis_rules=axis_rules, fsdp_axis=fsdp_axis
+    )
     init_model = ii.init_fn(model_fn, scheme, ctx, source_fn)
     bare_model = ii.init_fn(model_fn)
     param_sh, model_sh = pure_variables(var_shardings)
     replicated = sharding_lib.replicated(mesh)
 
     def new_state(params, model_state, dropout_key):
-      return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                        opt_state=tx.init(params), model_state=model_state,
-                        rng=jax.random.key_data(dropout_key),
-                        nonfinite_step=jnp.full((), -1, jnp.int32))
+      return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        opt_state=tx.init(params),
+        model_state=model_state,
+        rng=jax.random.key_data(dropout_key),
+        nonfinite_step=jnp.full((), -1, jnp.int32),
+      )
 
     def init(key, dropout_key, pretrained=None):
       return new_state(*pure_variables(init_model(key, pretrained)), dropout_key)
@@ -119,15 +136,24 @@ class Setup:
 
     # Traces the model and the scheme once, abstractly (bad options fail here, cheaply).
     abstract = jax.eval_shape(init, jax.random.key(0), jax.random.key(0), pretrained)
-    opt_sh = optax.tree_map_params(tx, lambda _, s: s, abstract.opt_state, param_sh,
-                                   transform_non_params=lambda _: replicated)
-    shardings = TrainState(step=replicated, params=param_sh, opt_state=opt_sh,
-                           model_state=model_sh, rng=replicated, nonfinite_step=replicated)
+    opt_sh = optax.tree_map_params(
+      tx, lambda _, s: s, abstract.opt_state, param_sh, transform_non_params=lambda _: replicated
+    )
+    shardings = TrainState(
+      step=replicated,
+      params=param_sh,
+      opt_state=opt_sh,
+      model_state=model_sh,
+      rng=replicated,
+      nonfinite_step=replicated,
+    )
     init = jax.jit(init, out_shardings=shardings)
-    from_params = jax.jit(from_params, in_shardings=(param_sh, replicated, replicated),
-                          out_shardings=shardings)
-    abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                            abstract, shardings)
+    from_params = jax.jit(
+      from_params, in_shardings=(param_sh, replicated, replicated), out_shardings=shardings
+    )
+    abstract = jax.tree.map(
+      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
+    )
     return cls(graphdef, shardings, abstract, init, from_params, tx)
 
   def merge(self, params, model_state) -> nnx.Module:

@@ -6,6 +6,7 @@ A train step returns the new state and a dict of scalar metrics that stay on the
 runs this step on log steps and a lean one without metrics in between (both track NaN/Inf
 in the state), and fetches the metrics one step late: there is no per-step host sync.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -48,8 +49,7 @@ def _call(model: nnx.Module, x, train: bool, dropout_key):
   return model(x, train=train)
 
 
-def losses(setup: Setup, params, model_state, batch, *, task: str, train: bool,
-           dropout_key=None):
+def losses(setup: Setup, params, model_state, batch, *, task: str, train: bool, dropout_key=None):
   """Per-example (per-token for LM) cross-entropy, correctness and the new model state.
 
   `params`, `model_state` and the returned model state are the `TrainState`'s nested dicts.
@@ -62,8 +62,14 @@ def losses(setup: Setup, params, model_state, batch, *, task: str, train: bool,
   return ce, correct, state_lib.pure_variables(model)[1]
 
 
-def make_train_step(setup: Setup, *, task: str, batch_sharding, metrics: bool = True,
-                    learning_rate: Callable | None = None) -> Callable:
+def make_train_step(
+  setup: Setup,
+  *,
+  task: str,
+  batch_sharding,
+  metrics: bool = True,
+  learning_rate: Callable | None = None,
+) -> Callable:
   """`(state, batch) -> (state, metrics)`, jitted with donated state and explicit shardings.
 
   Args:
@@ -84,12 +90,12 @@ def make_train_step(setup: Setup, *, task: str, batch_sharding, metrics: bool = 
     dropout_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
 
     def loss_fn(params):
-      ce, correct, model_state = losses(setup, params, state.model_state, batch, task=task,
-                                        train=True, dropout_key=dropout_key)
+      ce, correct, model_state = losses(
+        setup, params, state.model_state, batch, task=task, train=True, dropout_key=dropout_key
+      )
       return masked_mean(ce, batch), (correct, model_state)
 
-    (loss, (correct, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.params)
+    (loss, (correct, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     step = state.step + 1
@@ -97,21 +103,35 @@ def make_train_step(setup: Setup, *, task: str, batch_sharding, metrics: bool = 
     if metrics:
       l2_grads = state_lib.global_norm(grads)
       finite &= jnp.isfinite(l2_grads)
-    nonfinite_step = jnp.where(~finite & (state.nonfinite_step < 0), step,
-                               state.nonfinite_step)
-    new_state = TrainState(step=step, params=params, opt_state=opt_state,
-                           model_state=model_state, rng=state.rng, nonfinite_step=nonfinite_step)
+    nonfinite_step = jnp.where(~finite & (state.nonfinite_step < 0), step, state.nonfinite_step)
+    new_state = TrainState(
+      step=step,
+      params=params,
+      opt_state=opt_state,
+      model_state=model_state,
+      rng=state.rng,
+      nonfinite_step=nonfinite_step,
+    )
     if not metrics:
       return new_state, {}
-    out = dict(loss=loss, accuracy=masked_mean(correct, batch),
-               l2_params=state_lib.global_norm(params), l2_grads=l2_grads,
-               l2_updates=state_lib.global_norm(updates), nonfinite_step=nonfinite_step)
+    out = dict(
+      loss=loss,
+      accuracy=masked_mean(correct, batch),
+      l2_params=state_lib.global_norm(params),
+      l2_grads=l2_grads,
+      l2_updates=state_lib.global_norm(updates),
+      nonfinite_step=nonfinite_step,
+    )
     if learning_rate is not None:
       out['learning_rate'] = jnp.asarray(learning_rate(state.step), jnp.float32)
     return new_state, out
 
-  return jax.jit(train_step, in_shardings=(setup.shardings, batch_sharding),
-                 out_shardings=(setup.shardings, replicated), donate_argnums=(0,))
+  return jax.jit(
+    train_step,
+    in_shardings=(setup.shardings, batch_sharding),
+    out_shardings=(setup.shardings, replicated),
+    donate_argnums=(0,),
+  )
 
 
 def make_eval_step(setup: Setup, *, task: str, batch_sharding) -> Callable:
@@ -119,17 +139,18 @@ def make_eval_step(setup: Setup, *, task: str, batch_sharding) -> Callable:
   replicated = setup.shardings.step
 
   def eval_step(state: TrainState, batch) -> dict[str, jax.Array]:
-    ce, correct, _ = losses(setup, state.params, state.model_state, batch, task=task,
-                            train=False)
+    ce, correct, _ = losses(setup, state.params, state.model_state, batch, task=task, train=False)
     weight = jnp.ones_like(ce)
     if MASK_KEY in batch:
       mask = batch[MASK_KEY].astype(jnp.float32)
       weight = weight * mask.reshape(mask.shape + (1,) * (ce.ndim - mask.ndim))
-    return dict(loss_sum=jnp.sum(ce * weight), correct_sum=jnp.sum(correct * weight),
-                count=jnp.sum(weight))
+    return dict(
+      loss_sum=jnp.sum(ce * weight), correct_sum=jnp.sum(correct * weight), count=jnp.sum(weight)
+    )
 
-  return jax.jit(eval_step, in_shardings=(setup.shardings, batch_sharding),
-                 out_shardings=replicated)
+  return jax.jit(
+    eval_step, in_shardings=(setup.shardings, batch_sharding), out_shardings=replicated
+  )
 
 
 def summarize_eval(sums: dict[str, Any]) -> dict[str, float]:

@@ -15,6 +15,7 @@ workdir is checked (`loop.check_workdir`): its config may differ from the study'
 shrink); each existing run of the study is checked the same way. The report is built from the
 runs of the current config only; other run directories are noted as stale.
 """
+
 from __future__ import annotations
 
 import logging
@@ -32,8 +33,9 @@ from initlab.train import loop
 RUNS_DIR = rundir.RUNS
 
 
-def run_configs(config: ml_collections.ConfigDict
-                ) -> list[tuple[str, int, ml_collections.ConfigDict]]:
+def run_configs(
+  config: ml_collections.ConfigDict,
+) -> list[tuple[str, int, ml_collections.ConfigDict]]:
   """`(scheme, seed index, run config)` for every run of the study, in run order."""
   out = []
   for scheme in config_lib.schemes_of(config):
@@ -58,13 +60,21 @@ def _finished(path: pathlib.Path, config: ml_collections.ConfigDict) -> bool:
     saved = rundir.read_json(path / rundir.CONFIG)
   except (OSError, ValueError):
     return False
-  return (not summary.get('error') and summary.get('steps') == config.train.steps
-          and not loop.config_changes(saved, loop.config_dict(config)))
+  return (
+    not summary.get('error')
+    and summary.get('steps') == config.train.steps
+    and not loop.config_changes(saved, loop.config_dict(config))
+  )
 
 
-def run_study(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
-              devices: Sequence[jax.Device] | None = None,
-              report: bool = True, force: bool = False) -> dict[str, Any]:
+def run_study(
+  config: ml_collections.ConfigDict,
+  workdir: str | os.PathLike,
+  *,
+  devices: Sequence[jax.Device] | None = None,
+  report: bool = True,
+  force: bool = False,
+) -> dict[str, Any]:
   """Runs the study sequentially, then writes the report; returns `build_report`'s dict.
 
   `workdir` (relative: to the current directory) and the config's paths are resolved first.
@@ -93,19 +103,22 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
     except loop.NonFiniteError as e:
       logging.error('%s seed %d: %s', scheme, k, e)
       failed[f'{scheme}/seed_{k}'] = str(e)
-      loop.write_json(path / loop.SUMMARY_NAME, dict(
-          final={}, steps=e.step, wall_s=None, error=str(e)))
+      loop.write_json(
+        path / loop.SUMMARY_NAME, dict(final={}, steps=e.step, wall_s=None, error=str(e))
+      )
   results = {}
   if report:
     from initlab.report import build_report  # pylint: disable=g-import-not-at-top
+
     paths = [run_dir(workdir, scheme, k) for scheme, k, _ in runs]
     results = build_report(workdir, runs=paths) if jax.process_index() == 0 else {}
   results['failed'] = failed
   return results
 
 
-def _preflight(workdir: pathlib.Path, config: ml_collections.ConfigDict, runs, devices,
-               force: bool) -> None:
+def _preflight(
+  workdir: pathlib.Path, config: ml_collections.ConfigDict, runs, devices, force: bool
+) -> None:
   """Raises (ConfigError, RunDirError) before the study writes anything."""
   built = set()
   for scheme, k, c in runs:  # Models, init schemes and data sizes, once per scheme.

@@ -1,4 +1,5 @@
 """A data_dir with both embedded datasets prepared once per test session."""
+
 import pytest
 
 from initlab import data

@@ -1,4 +1,5 @@
 """The offline `digits` builder: fixed stratified split, features."""
+
 import numpy as np
 from sklearn import datasets
 
@@ -19,8 +20,7 @@ def test_split_rule_is_fixed_stratified_and_disjoint():
   assert (len(train), len(test)) == (1442, 355)
   for c in range(10):  # Every 5th sample of each class, in sklearn's order.
     members = np.flatnonzero(labels == c)
-    np.testing.assert_array_equal(np.intersect1d(members, idx['test']),
-                                  members[4::5])
+    np.testing.assert_array_equal(np.intersect1d(members, idx['test']), members[4::5])
 
 
 def test_prepared_splits(data_dir):

@@ -1,4 +1,5 @@
 """Synthetic graphs: seeded, in the graph format, with the statistics their models promise."""
+
 import numpy as np
 import pytest
 
@@ -20,8 +21,9 @@ def test_seeded_and_registered(name):
   cfg = {'name': name, 'graph': {'num_nodes': 600, 'num_val': 100, 'num_test': 200}}
   g = data.graph(cfg)
   graphs.check_example(g)
-  fresh = getattr(graphs, name)(**{**graphs.options(cfg, name, getattr(
-      graphs, f'{name.upper()}_DEFAULTS'))})           # uncached: same seed, same graph
+  fresh = getattr(graphs, name)(
+    **{**graphs.options(cfg, name, getattr(graphs, f'{name.upper()}_DEFAULTS'))}
+  )  # uncached: same seed, same graph
   other = data.graph({**cfg, 'graph': {**cfg['graph'], 'seed': 1}})
   for key in graphs.KEYS:
     np.testing.assert_array_equal(fresh[key], g[key])
@@ -32,7 +34,10 @@ def test_seeded_and_registered(name):
   assert ((g['train_mask'].astype(int) + g['val_mask'] + g['test_mask']) <= 1).all()
   meta = data.metadata(cfg)
   assert (meta.task, meta.num_classes, meta.num_train_examples) == (
-      'node_classification', classes, 20 * classes)
+    'node_classification',
+    classes,
+    20 * classes,
+  )
   assert meta.graph_stats['num_edges'] == len(g['senders'])
 
 
@@ -41,12 +46,12 @@ def test_csbm_edge_densities_and_signal():
   g = graphs.csbm(**opts)
   y, s, r = g['labels'], g['senders'], g['receivers']
   sizes = np.bincount(y)
-  assert sizes.max() - sizes.min() <= 1                     # balanced classes
+  assert sizes.max() - sizes.min() <= 1  # balanced classes
   same = y[s] == y[r]
-  pairs_in = (sizes * (sizes - 1)).sum()                    # ordered pairs, as edges are
+  pairs_in = (sizes * (sizes - 1)).sum()  # ordered pairs, as edges are
   pairs_out = len(y) * (len(y) - 1) - pairs_in
   for count, pairs, p in ((same.sum(), pairs_in, 0.02), ((~same).sum(), pairs_out, 0.004)):
-    std = 2 * np.sqrt(pairs / 2 * p * (1 - p))              # each pair counted twice
+    std = 2 * np.sqrt(pairs / 2 * p * (1 - p))  # each pair counted twice
     assert abs(count - pairs * p) < 5 * std, (count, pairs * p, std)
   # Class means of the features: norm ≈ signal (mu_c has norm ≈ 1); noise averages out.
   means = np.stack([g['features'][y == c].mean(0) for c in range(opts['num_classes'])])
@@ -69,7 +74,7 @@ def test_chung_lu_degrees_follow_weights_with_heavy_tail():
   assert np.corrcoef(deg, prob.sum(1))[0, 1] > 0.95
   # Heavy tail: Hill estimate of the degree exponent on the top 5% near `exponent` = 2.5,
   # and hubs far above the mean, unlike the CSBM's near-Poisson degrees.
-  top = np.sort(deg)[::-1][:n // 20]
+  top = np.sort(deg)[::-1][: n // 20]
   hill = 1 + len(top) / np.log(top / top[-1]).sum()
   assert 2.0 < hill < 3.2, hill
   assert deg.max() > 20 * deg.mean()
@@ -84,8 +89,11 @@ def test_chung_lu_degrees_follow_weights_with_heavy_tail():
 
 
 def test_bad_options():
-  with pytest.raises(ConfigError, match=r"config\.data\.graph: dataset 'csbm' takes no option "
-                     r"\['p'\]; valid: \[.*'p_in'"):
+  with pytest.raises(
+    ConfigError,
+    match=r"config\.data\.graph: dataset 'csbm' takes no option "
+    r"\['p'\]; valid: \[.*'p_in'",
+  ):
     data.graph({'name': 'csbm', 'graph': {'p': 0.1}})
   with pytest.raises(ConfigError, match=r'config\.data\.graph\.p_out: .* probability'):
     data.graph({'name': 'csbm', 'graph': {'p_out': 2.0}})
@@ -97,8 +105,9 @@ def test_bad_options():
 
 def test_config_accepts_graph_options():
   from initlab import config as config_lib  # pylint: disable=g-import-not-at-top
+
   c = config_lib.default_config()
   c.data.name = 'csbm'
   c.data.graph.num_nodes = 1700
   config_lib.validate(c, num_devices=1, process_count=1)
-  assert data.metadata(c.data).graph_stats["num_nodes"] == 1700
+  assert data.metadata(c.data).graph_stats['num_nodes'] == 1700

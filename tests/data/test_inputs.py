@@ -1,4 +1,5 @@
 """Config-facing `build` / `metadata` and the TFDS-catalog path."""
+
 import ml_collections
 import numpy as np
 import pytest
@@ -14,10 +15,18 @@ def _cfg(**kw):
 def test_digits(data_dir):
   cfg = _cfg(name='digits', data_dir=data_dir)
   assert data.metadata(cfg) == data.Metadata(
-      name='digits', task='classification', input_shape=(8, 8, 1),
-      num_classes=10, vocab_size=None, num_train_examples=1442)
-  batches = list(data.build(cfg, split='test', batch_size=64, seed=0,
-                            shuffle=False, num_epochs=1, drop_remainder=False))
+    name='digits',
+    task='classification',
+    input_shape=(8, 8, 1),
+    num_classes=10,
+    vocab_size=None,
+    num_train_examples=1442,
+  )
+  batches = list(
+    data.build(
+      cfg, split='test', batch_size=64, seed=0, shuffle=False, num_epochs=1, drop_remainder=False
+    )
+  )
   b = batches[0]
   assert b['image'].dtype == np.float32 and b['image'].shape == (64, 8, 8, 1)
   assert b['label'].dtype == np.int32 and b['label'].shape == (64,)
@@ -28,18 +37,24 @@ def test_tiny_shakespeare(data_dir):
   cfg = _cfg(name='tiny_shakespeare', data_dir=data_dir, seq_len=128)
   meta = data.metadata(cfg)
   assert (meta.task, meta.input_shape, meta.vocab_size, meta.num_classes) == (
-      'lm', (128,), 256, None)
+    'lm',
+    (128,),
+    256,
+    None,
+  )
   assert meta.num_train_examples == (1_003_854 - 1) // 128
-  b = next(data.build(cfg, split='validation', batch_size=4, seed=0,
-                      process_index=0, process_count=2))
+  b = next(
+    data.build(cfg, split='validation', batch_size=4, seed=0, process_index=0, process_count=2)
+  )
   assert set(b) == {'inputs', 'targets'}
   assert b['inputs'].shape == (2, 128) and b['inputs'].dtype == np.int32
 
 
 def test_lm_needs_seq_len(data_dir):
   with pytest.raises(ValueError, match='data.seq_len'):
-    data.build(_cfg(name='tiny_shakespeare', data_dir=data_dir),
-               split='train', batch_size=4, seed=0)
+    data.build(
+      _cfg(name='tiny_shakespeare', data_dir=data_dir), split='train', batch_size=4, seed=0
+    )
 
 
 def test_unknown_name_names_the_key(tmp_path):
@@ -59,8 +74,7 @@ def test_catalog_name_with_mock_data(tmp_path):
   with tfds.testing.mock_data(num_examples=20):
     assert len(data.data_source('mnist', 'test', str(tmp_path))) == 20
     meta = data.metadata(cfg)
-    assert (meta.input_shape, meta.num_classes, meta.num_train_examples) == (
-        (28, 28, 1), 10, 20)
+    assert (meta.input_shape, meta.num_classes, meta.num_train_examples) == ((28, 28, 1), 10, 20)
     b = next(data.build(cfg, split='train', batch_size=8, seed=0))
   assert b['image'].shape == (8, 28, 28, 1) and b['image'].dtype == np.float32
   assert 0.0 <= b['image'].min() and b['image'].max() <= 1.0

@@ -1,4 +1,5 @@
 """grain pipelines: determinism, per-process sharding, padding, resume."""
+
 import json
 
 import jax
@@ -10,8 +11,7 @@ import pytest
 from initlab import data
 
 N = 50
-SOURCE = [{'x': np.int32(i), 'y': np.full((2,), i, np.float32)}
-          for i in range(N)]
+SOURCE = [{'x': np.int32(i), 'y': np.full((2,), i, np.float32)} for i in range(N)]
 
 
 def _xs(it, steps=None):
@@ -46,10 +46,12 @@ def test_no_shuffle_keeps_order_and_drops_remainder():
 def test_processes_get_disjoint_halves_of_the_global_batch(num_epochs):
   steps = 3 * N // 8  # Finite case: all global batches, across epochs.
   full = _xs(_iter(num_epochs=num_epochs), steps)
-  halves = [_xs(_iter(num_epochs=num_epochs, process_index=p, process_count=2))
-            if num_epochs else
-            _xs(_iter(process_index=p, process_count=2), steps)
-            for p in (0, 1)]
+  halves = [
+    _xs(_iter(num_epochs=num_epochs, process_index=p, process_count=2))
+    if num_epochs
+    else _xs(_iter(process_index=p, process_count=2), steps)
+    for p in (0, 1)
+  ]
   assert halves[0].shape == halves[1].shape == (steps, 4)
   np.testing.assert_array_equal(np.concatenate(halves, axis=1), full)
   for row0, row1 in zip(*halves):
@@ -57,8 +59,10 @@ def test_processes_get_disjoint_halves_of_the_global_batch(num_epochs):
 
 
 def test_padding_masks_the_remainder_across_processes():
-  halves = [list(_iter(num_epochs=1, drop_remainder=False, shuffle=False,
-                       process_index=p, process_count=2)) for p in (0, 1)]
+  halves = [
+    list(_iter(num_epochs=1, drop_remainder=False, shuffle=False, process_index=p, process_count=2))
+    for p in (0, 1)
+  ]
   assert len(halves[0]) == len(halves[1]) == -(-N // 8)
   xs = np.concatenate([b['x'] for h in halves for b in h])
   mask = np.concatenate([b['mask'] for h in halves for b in h])

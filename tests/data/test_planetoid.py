@@ -1,5 +1,6 @@
 """Cora and CiteSeer: the literature's statistics, PyG's handling of CiteSeer's missing test
 ids, and the raw-file reader (round trip through Planetoid's own format, allow-list refusal)."""
+
 import collections
 import os
 import pickle
@@ -14,8 +15,10 @@ from initlab.data import graphs
 from initlab.data import planetoid
 
 # (nodes, features, classes, directed edges, train, val, test): PyG's Planetoid('public').
-STATS = {'cora': (2708, 1433, 7, 10556, 140, 500, 1000),
-         'citeseer': (3327, 3703, 6, 9104, 120, 500, 1000)}
+STATS = {
+  'cora': (2708, 1433, 7, 10556, 140, 500, 1000),
+  'citeseer': (3327, 3703, 6, 9104, 120, 500, 1000),
+}
 
 
 @pytest.mark.parametrize('name', sorted(STATS))
@@ -36,11 +39,16 @@ def test_statistics(name):
   assert np.flatnonzero(g['val_mask']).tolist() == list(range(train, train + val))
   meta = data.metadata({'name': name})
   assert (meta.task, meta.input_shape, meta.num_classes, meta.num_train_examples) == (
-      'node_classification', (feats,), classes, train)
+    'node_classification',
+    (feats,),
+    classes,
+    train,
+  )
   stats = meta.graph_stats
   assert (stats['num_nodes'], stats['num_edges']) == (nodes, edges)
-  np.testing.assert_allclose(stats['graph']['feature_mean'],
-                             g['features'].astype(np.float64).mean(1))
+  np.testing.assert_allclose(
+    stats['graph']['feature_mean'], g['features'].astype(np.float64).mean(1)
+  )
 
 
 def test_cora_known_values():
@@ -81,10 +89,15 @@ def _write_raw(directory, name, g, shuffle_test=True):
   adjacency = collections.defaultdict(list)
   for s, r in zip(g['senders'].tolist(), g['receivers'].tolist()):
     adjacency[s].append(r)
-  parts = {'x': sparse.csr_matrix(g['features'][train]), 'y': onehot[train],
-           'tx': sparse.csr_matrix(g['features'][test]), 'ty': onehot[test],
-           'allx': sparse.csr_matrix(g['features'][:num_all]), 'ally': onehot[:num_all],
-           'graph': adjacency}
+  parts = {
+    'x': sparse.csr_matrix(g['features'][train]),
+    'y': onehot[train],
+    'tx': sparse.csr_matrix(g['features'][test]),
+    'ty': onehot[test],
+    'allx': sparse.csr_matrix(g['features'][:num_all]),
+    'ally': onehot[:num_all],
+    'graph': adjacency,
+  }
   assert has_row[test].all()
   for part, obj in parts.items():
     with open(os.path.join(directory, f'ind.{name}.{part}'), 'wb') as f:
@@ -107,16 +120,20 @@ class _Evil:
     return (os.system, ('touch pwned',))
 
 
-@pytest.mark.parametrize('payload', [_Evil(), collections.OrderedDict(a=1),
-                                     sparse.coo_matrix(np.eye(2))])
+@pytest.mark.parametrize(
+  'payload', [_Evil(), collections.OrderedDict(a=1), sparse.coo_matrix(np.eye(2))]
+)
 def test_unsafe_pickle_refused(tmp_path, payload, monkeypatch):
   monkeypatch.chdir(tmp_path)
   g = data.graph({'name': 'cora'})
   _write_raw(tmp_path, 'cora', g, shuffle_test=False)
   with open(tmp_path / 'ind.cora.tx', 'wb') as f:
     pickle.dump(payload, f, protocol=2)
-  with pytest.raises(planetoid.UnsafePickleError, match=r'ind\.cora\.tx: refusing to unpickle '
-                     r'(posix\.system|collections\.OrderedDict|scipy\.sparse\._coo\.coo_matrix)'):
+  with pytest.raises(
+    planetoid.UnsafePickleError,
+    match=r'ind\.cora\.tx: refusing to unpickle '
+    r'(posix\.system|collections\.OrderedDict|scipy\.sparse\._coo\.coo_matrix)',
+  ):
     planetoid.read_raw(str(tmp_path), 'cora')
   assert not (tmp_path / 'pwned').exists()
 
@@ -133,8 +150,11 @@ def test_allowed_types_only_construct_data():
 
 
 def test_unknown_option():
-  with pytest.raises(ConfigError, match=r"config\.data\.graph: dataset 'cora' takes no option "
-                     r"\['num_nodes'\]; valid: \['raw_dir'\]"):
+  with pytest.raises(
+    ConfigError,
+    match=r"config\.data\.graph: dataset 'cora' takes no option "
+    r"\['num_nodes'\]; valid: \['raw_dir'\]",
+  ):
     data.graph({'name': 'cora', 'graph': {'num_nodes': 5}})
   with pytest.raises(ConfigError, match=r"config\.data\.name: 'digits' is a 'classification'"):
     data.graph({'name': 'digits'})

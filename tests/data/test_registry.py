@@ -1,4 +1,5 @@
 """Datasets of one's own: registered from a test file only, read by metadata/build."""
+
 import numpy as np
 import pytest
 
@@ -26,11 +27,19 @@ def test_registered_dataset_is_read_by_metadata_and_build(toy):
   cfg = dict(name='toy', image_scale=0.5)
   assert 'toy' in data.dataset_names()
   assert data.metadata(cfg) == data.Metadata(
-      name='toy', task='classification', input_shape=(2,), num_classes=3,
-      vocab_size=None, num_train_examples=10)
-  batches = list(data.build(cfg, split='test', batch_size=3, seed=0,
-                            shuffle=False, num_epochs=1, drop_remainder=False))
-  np.testing.assert_array_equal(batches[0]['image'], [[0, 0], [.5, -.5], [1, -1]])
+    name='toy',
+    task='classification',
+    input_shape=(2,),
+    num_classes=3,
+    vocab_size=None,
+    num_train_examples=10,
+  )
+  batches = list(
+    data.build(
+      cfg, split='test', batch_size=3, seed=0, shuffle=False, num_epochs=1, drop_remainder=False
+    )
+  )
+  np.testing.assert_array_equal(batches[0]['image'], [[0, 0], [0.5, -0.5], [1, -1]])
   np.testing.assert_array_equal(batches[1]['label'], [0, 0, 0])  # Padding.
   np.testing.assert_array_equal(batches[1]['mask'], [True, False, False])
   assert 'toy' not in data.embedded_names()
@@ -40,22 +49,31 @@ def test_registered_dataset_is_read_by_metadata_and_build(toy):
 
 def test_unknown_name_lists_the_registered_ones(toy, tmp_path):
   del toy
-  with pytest.raises(ValueError, match=r"data.name='no_such_set': expected one of the "
-                     r"registered datasets \['chung_lu', 'citeseer', 'cora', 'csbm', 'digits', "
-                     r"'tiny_shakespeare', 'toy'\] or a "
-                     r"TFDS catalog name"):
+  with pytest.raises(
+    ValueError,
+    match=r"data.name='no_such_set': expected one of the "
+    r"registered datasets \['chung_lu', 'citeseer', 'cora', 'csbm', 'digits', "
+    r"'tiny_shakespeare', 'toy'\] or a "
+    r'TFDS catalog name',
+  ):
     data.metadata(dict(name='no_such_set', data_dir=str(tmp_path)))
-  with pytest.raises(ValueError, match=r"data.name=None"):
+  with pytest.raises(ValueError, match=r'data.name=None'):
     data.metadata(dict(data_dir=str(tmp_path)))
 
 
 def test_registration_again_and_bad_registrations(toy):
   assert data.register_dataset('toy', task='classification')(_open_toy) is toy
-  with pytest.raises(ValueError, match=r"register_dataset\('toy'\): already registered "
-                                       r"to .*test_registry._open_toy; pick another name"):
+  with pytest.raises(
+    ValueError,
+    match=r"register_dataset\('toy'\): already registered "
+    r'to .*test_registry._open_toy; pick another name',
+  ):
     data.register_dataset('toy', task='classification')(lambda cfg, split: None)
-  with pytest.raises(ValueError, match=r"task='regression'; valid tasks: "
-                                       r"\('classification', 'lm', 'node_classification'\)"):
+  with pytest.raises(
+    ValueError,
+    match=r"task='regression'; valid tasks: "
+    r"\('classification', 'lm', 'node_classification'\)",
+  ):
     data.register_dataset('toy2', task='regression')(_open_toy)
   with pytest.raises(ValueError, match=r'builder must be a tfds.core.DatasetBuilder'):
     data.register_dataset('toy2', task='lm', builder=dict)(_open_toy)

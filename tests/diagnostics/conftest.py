@@ -3,6 +3,7 @@
 Their params come from numpy (`np_init`): JAX's random initializers cost an XLA compile per
 shape, which dominates a CPU test's time.
 """
+
 import types
 
 import jax
@@ -23,7 +24,7 @@ def np_init(key, shape, dtype=jnp.float32):
 
 def np_scheme(gain=1.0):
   """A kernel-only `Rules` scheme drawing `gain` · np_init: a compile-free stand-in scheme."""
-  return ii.Rules([(".*", lambda k, s, d=jnp.float32: gain * np_init(k, s, d))], roles=("kernel",))
+  return ii.Rules([('.*', lambda k, s, d=jnp.float32: gain * np_init(k, s, d))], roles=('kernel',))
 
 
 class ToyMLP(nnx.Module):
@@ -31,15 +32,20 @@ class ToyMLP(nnx.Module):
 
   def __init__(self, din=8, width=8, dout=4, depth=2, act=jax.nn.relu, *, rngs):
     dims = [din] + [width] * depth
-    self.layers = nnx.List([nnx.Linear(a, b, use_bias=False, kernel_init=np_init, rngs=rngs)
-                            for a, b in zip(dims[:-1], dims[1:])])
+    self.layers = nnx.List(
+      [
+        nnx.Linear(a, b, use_bias=False, kernel_init=np_init, rngs=rngs)
+        for a, b in zip(dims[:-1], dims[1:])
+      ]
+    )
     self.out = nnx.Linear(dims[-1], dout, use_bias=False, kernel_init=np_init, rngs=rngs)
     self.act = act
 
   def stages(self, train=False):
     del train
-    return ([(f"layer_{i}", lambda h, l=l: self.act(l(h))) for i, l in enumerate(self.layers)]
-            + [("out", self.out)])
+    return [(f'layer_{i}', lambda h, l=l: self.act(l(h))) for i, l in enumerate(self.layers)] + [
+      ('out', self.out)
+    ]
 
   def __call__(self, x, train=False):
     for _, fn in self.stages(train):
@@ -56,9 +62,11 @@ class ToyBN(nnx.Module):
     self.out = nnx.Linear(width, 3, use_bias=False, kernel_init=np_init, rngs=rngs)
 
   def stages(self, train=False):
-    return [("dense", self.dense),
-            ("norm", lambda h: jax.nn.relu(self.norm(h, use_running_average=not train))),
-            ("out", self.out)]
+    return [
+      ('dense', self.dense),
+      ('norm', lambda h: jax.nn.relu(self.norm(h, use_running_average=not train))),
+      ('out', self.out),
+    ]
 
 
 class ToyTokens(nnx.Module):
@@ -70,7 +78,7 @@ class ToyTokens(nnx.Module):
 
   def stages(self, train=False):
     del train
-    return [("embed", self.embed), ("out", self.out)]
+    return [('embed', self.embed), ('out', self.out)]
 
 
 class Scale(nnx.Module):
@@ -82,17 +90,19 @@ class Scale(nnx.Module):
 
   def stages(self, train=False):
     del train
-    return [("dense", self.dense), ("scale", lambda h: h * self.factor)]
+    return [('dense', self.dense), ('scale', lambda h: h * self.factor)]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope='session')
 def toys():
-  return types.SimpleNamespace(MLP=ToyMLP, BN=ToyBN, Tokens=ToyTokens, Scale=Scale,
-                               scheme=np_scheme)
+  return types.SimpleNamespace(
+    MLP=ToyMLP, BN=ToyBN, Tokens=ToyTokens, Scale=Scale, scheme=np_scheme
+  )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope='session')
 def gaussian():
   def make(shape, seed=0):
     return jnp.asarray(np.random.default_rng(seed).normal(size=shape), jnp.float32)
+
   return make

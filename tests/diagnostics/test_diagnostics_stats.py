@@ -1,4 +1,5 @@
 """The statistics and Jacobian-spectrum formulas against numpy on hand-made inputs."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -6,7 +7,7 @@ import pytest
 
 from initlab.diagnostics import jacobian, stats
 
-correlation = jax.jit(stats.correlation)   # one compile per shape instead of one per op
+correlation = jax.jit(stats.correlation)  # one compile per shape instead of one per op
 
 
 def test_q_var_c_match_numpy():
@@ -16,20 +17,24 @@ def test_q_var_c_match_numpy():
   flat = h.reshape(5, -1).astype(np.float64)
   assert np.isclose(stats.second_moment(m), np.mean(flat**2), rtol=1e-5)
   assert np.isclose(stats.unit_variance(m), np.mean(flat.var(axis=0)), rtol=1e-5)
-  cos = [flat[a] @ flat[b] / np.linalg.norm(flat[a]) / np.linalg.norm(flat[b])
-         for a in range(5) for b in range(5) if a != b]
+  cos = [
+    flat[a] @ flat[b] / np.linalg.norm(flat[a]) / np.linalg.norm(flat[b])
+    for a in range(5)
+    for b in range(5)
+    if a != b
+  ]
   assert np.isclose(correlation(m), np.mean(cos), atol=1e-6)
 
 
 def test_correlation_edge_cases():
   row = jnp.array([[1.0, 2.0, -1.0]])
-  assert np.isclose(correlation(jnp.tile(row, (3, 1))), 1.0)                # identical inputs
-  assert np.isclose(correlation(jnp.eye(3)), 0.0)                            # orthogonal inputs
-  assert np.isnan(correlation(jnp.zeros((3, 3))))                            # zero signal
+  assert np.isclose(correlation(jnp.tile(row, (3, 1))), 1.0)  # identical inputs
+  assert np.isclose(correlation(jnp.eye(3)), 0.0)  # orthogonal inputs
+  assert np.isnan(correlation(jnp.zeros((3, 3))))  # zero signal
   with_dead = jnp.array([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0], [1.0, 1.0, 0.0]])  # a zero example
-  assert np.isclose(correlation(with_dead), 2 ** -0.5)                       # is left out
-  assert np.isnan(correlation(row))                                          # one example
-  assert np.isnan(stats.layer_stats(jnp.ones((4, 3), jnp.int32))["q"])       # tokens
+  assert np.isclose(correlation(with_dead), 2**-0.5)  # is left out
+  assert np.isnan(correlation(row))  # one example
+  assert np.isnan(stats.layer_stats(jnp.ones((4, 3), jnp.int32))['q'])  # tokens
 
 
 def test_relu_c_map_closed_form():
@@ -44,17 +49,18 @@ def test_relu_c_map_closed_form():
   w = rng.normal(size=(200_000, 64))
   ha, hb = np.maximum(w @ a, 0), np.maximum(w @ b, 0)
   c0 = a @ b / np.linalg.norm(a) / np.linalg.norm(b)
-  assert np.isclose(ha @ hb / np.linalg.norm(ha) / np.linalg.norm(hb), stats.relu_c_map(c0),
-                    atol=5e-3)
+  assert np.isclose(
+    ha @ hb / np.linalg.norm(ha) / np.linalg.norm(hb), stats.relu_c_map(c0), atol=5e-3
+  )
 
 
 def test_log2_slope():
   assert np.isclose(stats.log2_slope(2.0 ** -np.arange(10)), -1.0)
-  assert np.isclose(stats.log2_slope([3.0, 3.0, 0.0, 3.0]), 0.0)            # zeros are skipped
+  assert np.isclose(stats.log2_slope([3.0, 3.0, 0.0, 3.0]), 0.0)  # zeros are skipped
   assert np.isnan(stats.log2_slope([0.0, 0.0, 1.0]))
 
 
-@pytest.mark.parametrize("m,n", [(3, 7), (7, 3)])   # jacrev and jacfwd branches
+@pytest.mark.parametrize('m,n', [(3, 7), (7, 3)])  # jacrev and jacfwd branches
 def test_exact_singular_values(m, n):
   a = jax.random.normal(jax.random.key(0), (m, n))
   sv = jacobian.singular_values(lambda v: jnp.tanh(a @ v), jnp.zeros(n), jax.random.key(1))
@@ -62,7 +68,7 @@ def test_exact_singular_values(m, n):
   assert jacobian.is_exact(m, n, 256)
 
 
-@pytest.mark.parametrize("m,n", [(120, 200), (200, 120)])  # output- and input-side sketches
+@pytest.mark.parametrize('m,n', [(120, 200), (200, 120)])  # output- and input-side sketches
 def test_sketch_is_unbiased_in_mean_square_and_interlaces(m, n):
   a = jax.random.normal(jax.random.key(0), (m, n)) * jnp.linspace(0.2, 2.0, n)
   true = np.linalg.svd(np.asarray(a), compute_uv=False)
@@ -76,5 +82,5 @@ def test_sketch_is_unbiased_in_mean_square_and_interlaces(m, n):
 def test_summary():
   s = jacobian.summary(np.array([[2.0, 1.0], [4.0, 1.0]]))
   assert s == dict(mean_sq_sv=5.5, max_sv=4.0, min_sv=1.0, condition=3.0)
-  assert np.isinf(jacobian.summary(np.array([[1.0, 0.0]]))["condition"])
-  assert np.isnan(jacobian.summary(np.zeros((1, 2)))["condition"])
+  assert np.isinf(jacobian.summary(np.array([[1.0, 0.0]]))['condition'])
+  assert np.isnan(jacobian.summary(np.zeros((1, 2)))['condition'])

@@ -1,4 +1,5 @@
 """initlab.diagnostics.gnn against a dense float64 numpy forward/backward pass of a GCN."""
+
 from flax import nnx
 import initlab.init as ii
 import initlab.models as im
@@ -21,19 +22,32 @@ def _graph(seed=0):
   rng = np.random.default_rng(seed)
   a = np.triu(rng.random((N, N)) < 0.1, 1)
   s, r = np.nonzero(a | a.T)
-  return dict(features=rng.normal(size=(N, F)), senders=s.astype(np.int32),
-              receivers=r.astype(np.int32), labels=rng.integers(0, C, N).astype(np.int32),
-              mask=rng.random(N) < 0.5)
+  return dict(
+    features=rng.normal(size=(N, F)),
+    senders=s.astype(np.int32),
+    receivers=r.astype(np.int32),
+    labels=rng.integers(0, C, N).astype(np.int32),
+    mask=rng.random(N) < 0.5,
+  )
 
 
 def _gcn(seed=0, **options):
   config = im.default_config('gcn')
-  config.update(dict(num_features=F, num_classes=C, depth=DEPTH, width=WIDTH,
-                     dtype='float64', param_dtype='float64', **options))
+  config.update(
+    dict(
+      num_features=F,
+      num_classes=C,
+      depth=DEPTH,
+      width=WIDTH,
+      dtype='float64',
+      param_dtype='float64',
+      **options,
+    )
+  )
   with nnx.use_eager_sharding(False):
     model = im.build(config, rngs=nnx.Rngs(seed))
   rng = np.random.default_rng(seed + 1)
-  for l in range(DEPTH * bool(options.get('use_bias', True))):   # Nonzero biases.
+  for l in range(DEPTH * bool(options.get('use_bias', True))):  # Nonzero biases.
     bias = model.layers[l].bias
     bias.value = jax.numpy.asarray(0.1 * rng.normal(size=bias.value.shape))
   return model
@@ -56,11 +70,15 @@ def _reference(model, graph):
   p /= p.sum(1, keepdims=True)
   g = (p - np.eye(C)[graph['labels']]) * m[:, None] / m.sum()
   grads = [g]
-  for l in range(DEPTH, 0, -1):          # dloss/dZ_{l-1} = relu'(Z_{l-1}) * Â^T G_l W_l^T
+  for l in range(DEPTH, 0, -1):  # dloss/dZ_{l-1} = relu'(Z_{l-1}) * Â^T G_l W_l^T
     back = a_hat.T @ grads[0] @ ws[l - 1].T
     grads.insert(0, back if l == 1 else back * (zs[l - 1] > 0))
-  return dict(var=[z.var() for z in zs], q=[(z**2).mean() for z in zs],
-              grad_var=[g.var() for g in grads], grad_q=[(g**2).mean() for g in grads])
+  return dict(
+    var=[z.var() for z in zs],
+    q=[(z**2).mean() for z in zs],
+    grad_var=[g.var() for g in grads],
+    grad_q=[(g**2).mean() for g in grads],
+  )
 
 
 def test_layer_moments_equal_a_dense_float64_backprop():
@@ -72,8 +90,7 @@ def test_layer_moments_equal_a_dense_float64_backprop():
     np.testing.assert_allclose(got[k], want[k], rtol=1e-10, err_msg=k)
   r = gnn.ratios(got)
   np.testing.assert_allclose(r['forward'], np.divide(want['var'][1:], want['var'][:-1]))
-  np.testing.assert_allclose(r['backward'], np.divide(want['grad_var'][:-1],
-                                                      want['grad_var'][1:]))
+  np.testing.assert_allclose(r['backward'], np.divide(want['grad_var'][:-1], want['grad_var'][1:]))
 
 
 def test_rescaling_two_kernels_moves_the_ratios_between_them():
@@ -94,15 +111,23 @@ def test_rescaling_two_kernels_moves_the_ratios_between_them():
 def test_variance_ratios_average_fresh_inits_over_seeds():
   graph = _graph(seed=4)
   config = im.default_config('gcn')
-  config.update(dict(num_features=F, num_classes=C, depth=DEPTH, width=WIDTH,
-                     dtype='float64', param_dtype='float64'))
+  config.update(
+    dict(
+      num_features=F,
+      num_classes=C,
+      depth=DEPTH,
+      width=WIDTH,
+      dtype='float64',
+      param_dtype='float64',
+    )
+  )
   fn = lambda rngs: im.build(config, rngs=rngs)
   with nnx.use_eager_sharding(False):
     out = gnn.variance_ratios(fn, ii.get_scheme('he_normal'), graph, seeds=3, key=7)
     again = gnn.variance_ratios(fn, ii.get_scheme('he_normal'), graph, seeds=3, key=7)
     small = gnn.variance_ratios(fn, ii.get_scheme('lecun_normal'), graph, seeds=3, key=7)
   assert out['forward'].shape == out['backward'].shape == (3, DEPTH)
-  assert len({tuple(r) for r in out['forward']}) == 3          # three different inits
+  assert len({tuple(r) for r in out['forward']}) == 3  # three different inits
   np.testing.assert_array_equal(out['forward'], again['forward'])
   np.testing.assert_allclose(out['forward_mean'], out['forward'].mean(0))
   np.testing.assert_allclose(out['backward_mean'], out['backward'].mean(0))
@@ -115,6 +140,7 @@ def test_measure_round_trips_through_init_diagnostics_json():
   """A run's init_diagnostics.json of a GNN (no Jacobian: [] in JSON) reads back for the
   report, its per-layer var being layer_moments' Z_1..Z_L."""
   from initlab.diagnostics import Diagnostics  # pylint: disable=g-import-not-at-top
+
   model, graph = _gcn(), _graph()
   d = gnn.measure(model, graph, mask=graph['mask'])
   back = Diagnostics.from_dict(d.to_dict())

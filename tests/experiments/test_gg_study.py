@@ -1,5 +1,6 @@
 """End-to-end smoke run of experiments/gg_priors (the [gg] study): outputs exist and are sane,
 and every number comes from `initlab.train.run` (the one loop) of a config derived from configs/."""
+
 import json
 import math
 import os
@@ -13,18 +14,32 @@ from initlab import config as config_lib
 from initlab import rundir
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-FIGURES = ('curves_lm.png', 'curves_resnet.png', 'beta_hat.png', 'fits_lm.png',
-           'fits_resnet.png', 'backslash.png', 'deepshape_lm.png', 'deepshape_resnet.png')
+FIGURES = (
+  'curves_lm.png',
+  'curves_resnet.png',
+  'beta_hat.png',
+  'fits_lm.png',
+  'fits_resnet.png',
+  'backslash.png',
+  'deepshape_lm.png',
+  'deepshape_resnet.png',
+)
 
 
 @pytest.fixture(scope='module')
 def smoke(tmp_path_factory):
   out = tmp_path_factory.mktemp('gg_study')
   env = dict(os.environ, GG_STUDY_WORKDIR=str(out / 'runs'), JAX_PLATFORMS='cpu')
-  env.pop('XLA_FLAGS', None)   # one CPU device, as the study is run
-  proc = subprocess.run([sys.executable, 'experiments/gg_priors/run.py', '--smoke',
-                         f'--out={out}'], cwd=REPO, env=env, capture_output=True, text=True,
-                        timeout=600, check=False)
+  env.pop('XLA_FLAGS', None)  # one CPU device, as the study is run
+  proc = subprocess.run(
+    [sys.executable, 'experiments/gg_priors/run.py', '--smoke', f'--out={out}'],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=600,
+    check=False,
+  )
   assert proc.returncode == 0, proc.stderr[-4000:]
   return out, rundir.read_json(out / 'results' / 'study.json')
 
@@ -47,13 +62,20 @@ def test_configs_derive_from_the_base_configs():
       config_lib.validate(cfg, num_devices=1, process_count=1)
       assert cfg.init.name == 'gg_model' and cfg.init.gg_model.beta == 1.5
       assert (cfg.seeds.init, cfg.seeds.data, cfg.seeds.dropout) == (2, 2, 2)
-      for key in ('data.name', 'data.eval_split', 'optimizer.name', 'optimizer.schedule',
-                  'optimizer.kwargs', 'optimizer.grad_clip_norm', 'model.name',
-                  'model.num_heads' if model == 'lm' else 'model.norm'):
+      for key in (
+        'data.name',
+        'data.eval_split',
+        'optimizer.name',
+        'optimizer.schedule',
+        'optimizer.kwargs',
+        'optimizer.grad_clip_norm',
+        'model.name',
+        'model.num_heads' if model == 'lm' else 'model.norm',
+      ):
         a, b = cfg, base_cfg
         for part in key.split('.'):
           a, b = a[part], b[part]
-        assert a == b, key   # inherited, not copied
+        assert a == b, key  # inherited, not copied
       if smoke:
         assert cfg.model.to_dict() == base_cfg.model.to_dict()
   bs = configs.get_config('model=lm,backslash=0.001')
@@ -107,7 +129,7 @@ def test_backslash_and_deepshape(smoke):
 
 def _eval_final(run_dir):
   final = rundir.read_json(run_dir / 'summary.json')['final']
-  return {k[len('eval/'):]: v for k, v in final.items() if k.startswith('eval/')}
+  return {k[len('eval/') :]: v for k, v in final.items() if k.startswith('eval/')}
 
 
 @pytest.mark.slow

@@ -1,4 +1,5 @@
 """initlab.init.stages: a chain split by stage gives what the chain gives; contract helpers."""
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -18,28 +19,41 @@ def _mlp():
 
 def _data_ctx(model):
   graphdef, _, model_state = nnx.split(model, nnx.Param, ...)
-  batch = dict(image=jax.random.normal(jax.random.key(1), (6, 4)),
-               label=jnp.arange(6, dtype=jnp.int32) % 3)
+  batch = dict(
+    image=jax.random.normal(jax.random.key(1), (6, 4)), label=jnp.arange(6, dtype=jnp.int32) % 3
+  )
   return ii.DataContext(graphdef, model_state.to_pure_dict(), (batch,), 'classification')
 
 
 def _noisy(scale):
   """A param-stage scheme adding `scale` x N(0, 1) to every kernel (uses its key)."""
+
   def scheme(key, params, ctx=None):
-    return ii.map_leaves(lambda l: l.value + scale * jax.random.normal(
-        jax.random.fold_in(key, ii.path_hash(l.path)), l.shape)
-        if l.path.endswith('kernel') else l.value, params)
+    return ii.map_leaves(
+      lambda l: (
+        l.value + scale * jax.random.normal(jax.random.fold_in(key, ii.path_hash(l.path)), l.shape)
+        if l.path.endswith('kernel')
+        else l.value
+      ),
+      params,
+    )
+
   return scheme
 
 
 def _data_scaled():
   """A data-stage scheme: head scaled by 1/std(logits) plus key-dependent noise."""
+
   def scheme(key, params, ctx=None):
     data = ctx.require('data', 'scaled')
     s = 1 / jnp.std(data.apply(params, data.inputs(data.batches[0])))
-    head = dict(params['head'], kernel=params['head']['kernel'] * s
-                + 1e-3 * jax.random.normal(key, params['head']['kernel'].shape))
+    head = dict(
+      params['head'],
+      kernel=params['head']['kernel'] * s
+      + 1e-3 * jax.random.normal(key, params['head']['kernel'].shape),
+    )
     return {**params, 'head': head}
+
   return ii.with_stage(scheme, 'data', num_batches=3)
 
 
@@ -47,8 +61,7 @@ def test_split_chain_equals_the_chain_called_directly():
   model = _mlp()
   params = nnx.state(model, nnx.Param).to_pure_dict()
   ctx = ii.InitContext(data=_data_ctx(model))
-  chained = ii.chain(_noisy(0.1), ii.chain(_noisy(0.2), _data_scaled()), _data_scaled(),
-                     warn=False)
+  chained = ii.chain(_noisy(0.1), ii.chain(_noisy(0.2), _data_scaled()), _data_scaled(), warn=False)
   assert chained.stage == 'data' and len(chained.stages) == 3
   key = jax.random.key(3)
   want = chained(key, params, ctx)
@@ -80,8 +93,7 @@ def test_data_context_apply_and_loss_match_the_module():
   data = _data_ctx(model)
   params = nnx.state(model, nnx.Param).to_pure_dict()
   batch = data.batches[0]
-  np.testing.assert_allclose(data.apply(params, batch['image']), model(batch['image']),
-                             rtol=1e-6)
+  np.testing.assert_allclose(data.apply(params, batch['image']), model(batch['image']), rtol=1e-6)
   logits = np.asarray(model(batch['image']), np.float64)
   logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
   want = -np.mean(logp[np.arange(6), np.asarray(batch['label'])])
@@ -111,13 +123,16 @@ def test_with_stage_sets_attributes_and_refuses_unknown_stages():
 def test_chain_hands_a_scheme_result_on_to_later_parts():
   """A part that changes the architecture (SchemeResult) passes its params to the next part,
   and the chain returns a SchemeResult (it handed a SchemeResult to part 1 before)."""
+
   def grow(key, params, ctx=None):
     return ii.SchemeResult({**params, 'extra': {'kernel': jnp.ones((2, 2))}}, {'depth': 9})
+
   params = {'dense': {'kernel': jnp.zeros((2, 2))}}
   out = ii.chain(grow, _noisy(1.0))(jax.random.key(0), params)
   assert isinstance(out, ii.SchemeResult) and out.model_config == {'depth': 9}
   assert sorted(out.params) == ['dense', 'extra']
-  want = _noisy(1.0)(jax.random.fold_in(jax.random.key(0), 1),
-                     {**params, 'extra': {'kernel': jnp.ones((2, 2))}})
+  want = _noisy(1.0)(
+    jax.random.fold_in(jax.random.key(0), 1), {**params, 'extra': {'kernel': jnp.ones((2, 2))}}
+  )
   for a, b in zip(jax.tree.leaves(out.params), jax.tree.leaves(want), strict=True):
     np.testing.assert_array_equal(a, b)

@@ -1,4 +1,5 @@
 """Fixtures for the model-zoo tests."""
+
 import pytest
 
 # pylint: disable-next=g-bad-import-order

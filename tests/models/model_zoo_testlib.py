@@ -4,6 +4,7 @@ Eager model construction compiles one small XLA program per initializer and shap
 is slow on the shared test CPUs; so most tests use `materialize(abstract model)` (values
 drawn with numpy on the host), and only a few build models for real.
 """
+
 from flax import nnx
 import initlab.init as ii
 import initlab.models as im
@@ -12,10 +13,10 @@ import jax.numpy as jnp
 import numpy as np
 
 TINY = {
-    'mlp': dict(input_shape=(8, 8, 1), depth=2, width=16),
-    'resnet': dict(depth=8, width=0.5, input_shape=(8, 8, 3)),   # widths 8/16/32, 1 block/stage
-    'vit': dict(input_shape=(8, 8, 3), patch_size=4, dim=16, depth=2, num_heads=2),
-    'transformer_lm': dict(vocab_size=32, dim=16, depth=3, num_heads=2, max_len=8),
+  'mlp': dict(input_shape=(8, 8, 1), depth=2, width=16),
+  'resnet': dict(depth=8, width=0.5, input_shape=(8, 8, 3)),  # widths 8/16/32, 1 block/stage
+  'vit': dict(input_shape=(8, 8, 3), patch_size=4, dim=16, depth=2, num_heads=2),
+  'transformer_lm': dict(vocab_size=32, dim=16, depth=3, num_heads=2, max_len=8),
 }
 NAMES = tuple(TINY)
 

@@ -1,4 +1,5 @@
 """The GNN zoo (gcn, sage, gin) against dense float64 numpy implementations of its formulas."""
+
 import re
 import types
 
@@ -27,23 +28,39 @@ def _graph(seed=0):
   order = rng.permutation(len(pairs))
   senders = np.array([pairs[k][0] for k in order], np.int32)
   receivers = np.array([pairs[k][1] for k in order], np.int32)
-  return dict(features=rng.normal(size=(N, F)), senders=senders, receivers=receivers,
-              labels=rng.integers(0, C, N).astype(np.int32))
+  return dict(
+    features=rng.normal(size=(N, F)),
+    senders=senders,
+    receivers=receivers,
+    labels=rng.integers(0, C, N).astype(np.int32),
+  )
 
 
 def _dense_adjacency(graph):
   a = np.zeros((N, N))
-  np.add.at(a, (graph['receivers'], graph['senders']), 1.0)   # a[i, j] = #edges j -> i
+  np.add.at(a, (graph['receivers'], graph['senders']), 1.0)  # a[i, j] = #edges j -> i
   return a
 
 
 def _build(name, depth, **options):
   config = im.default_config(name)
-  config.update({**dict(num_features=F, num_classes=C, depth=depth, width=WIDTH, dropout=0.5,
-                        dtype='float64', param_dtype='float64'), **options})
+  config.update(
+    {
+      **dict(
+        num_features=F,
+        num_classes=C,
+        depth=depth,
+        width=WIDTH,
+        dropout=0.5,
+        dtype='float64',
+        param_dtype='float64',
+      ),
+      **options,
+    }
+  )
   with nnx.use_eager_sharding(False):
     model = im.build(config, rngs=nnx.Rngs(0))
-  rng = np.random.default_rng(1)   # Nonzero biases, so where the bias enters is checked too.
+  rng = np.random.default_rng(1)  # Nonzero biases, so where the bias enters is checked too.
   for _, var in nnx.iter_graph(model):
     if isinstance(var, nnx.Param):
       var.value = jax.numpy.asarray(rng.normal(size=var.value.shape))
@@ -51,8 +68,12 @@ def _build(name, depth, **options):
 
 
 def _params(model, path):
-  return {p: np.asarray(v) for p, v in nnx.state(model, nnx.Param).flat_state()
-          for p in ['/'.join(map(str, p))] if p.startswith(path)}
+  return {
+    p: np.asarray(v)
+    for p, v in nnx.state(model, nnx.Param).flat_state()
+    for p in ['/'.join(map(str, p))]
+    if p.startswith(path)
+  }
 
 
 def _reference(name, model, graph):
@@ -62,15 +83,18 @@ def _reference(name, model, graph):
   h, zs = graph['features'], []
   for l in range(len(model.layers)):
     p = _params(model, f'layers/{l}/')
-    if name == 'gcn':   # D̃^{-1/2}(A + I)D̃^{-1/2} H W + b
+    if name == 'gcn':  # D̃^{-1/2}(A + I)D̃^{-1/2} H W + b
       d = (a + np.eye(N)).sum(1)
       a_hat = (a + np.eye(N)) / np.sqrt(np.outer(d, d))
       z = a_hat @ h @ p[f'layers/{l}/kernel'] + p[f'layers/{l}/bias']
     elif name == 'sage':  # W_r h_i + W_n mean_j h_j + b
       mean = a @ h / np.maximum(a.sum(1), 1)[:, None]
-      z = (h @ p[f'layers/{l}/root/kernel'] + mean @ p[f'layers/{l}/neigh/kernel']
-           + p[f'layers/{l}/neigh/bias'])
-    else:               # MLP((I + A) H)
+      z = (
+        h @ p[f'layers/{l}/root/kernel']
+        + mean @ p[f'layers/{l}/neigh/kernel']
+        + p[f'layers/{l}/neigh/bias']
+      )
+    else:  # MLP((I + A) H)
       k = lambda i, w: p[f'layers/{l}/mlp/{i}/{w}']
       x = (np.eye(N) + a) @ h
       z = relu(x @ k(0, 'kernel') + k(0, 'bias')) @ k(1, 'kernel') + k(1, 'bias')
@@ -119,13 +143,17 @@ def test_dropout_only_in_training_and_needs_a_key():
   with pytest.raises(ValueError, match=r'train=True with dropout=0.5 needs rngs'):
     model(graph, train=True)
   no_drop = _build('gcn', depth=2, dropout=0.0)
-  np.testing.assert_array_equal(np.asarray(no_drop(graph, train=True)),
-                                np.asarray(no_drop(graph)))
+  np.testing.assert_array_equal(np.asarray(no_drop(graph, train=True)), np.asarray(no_drop(graph)))
 
 
-@pytest.mark.parametrize('name,per_layer', [
-    ('gcn', ['kernel']), ('sage', ['neigh/kernel', 'root/kernel']),
-    ('gin', ['mlp/0/kernel', 'mlp/1/kernel'])])
+@pytest.mark.parametrize(
+  'name,per_layer',
+  [
+    ('gcn', ['kernel']),
+    ('sage', ['neigh/kernel', 'root/kernel']),
+    ('gin', ['mlp/0/kernel', 'mlp/1/kernel']),
+  ],
+)
 def test_hints_name_each_layers_kernels_in_order(name, per_layer):
   model = nnx.eval_shape(lambda: _build(name, depth=3))
   hints = model.init_hints()
@@ -134,10 +162,12 @@ def test_hints_name_each_layers_kernels_in_order(name, per_layer):
   assert hints['depth'] == 3 and hints['gnn_kind'] == name and len(hints['gnn_layers']) == 3
   for l, regex in enumerate(hints['gnn_layers']):
     assert sorted(p for p in paths if re.fullmatch(regex, p)) == [
-        f'layers/{l}/{k}' for k in per_layer]
+      f'layers/{l}/{k}' for k in per_layer
+    ]
   assert [p for p in paths if re.fullmatch(hints['classifier'], p)] == [
-      f'layers/2/{k}' for k in per_layer]
-  for leaf in leaves:   # Logical names as in the zoo; kernels (in, out) with fans in, out.
+    f'layers/2/{k}' for k in per_layer
+  ]
+  for leaf in leaves:  # Logical names as in the zoo; kernels (in, out) with fans in, out.
     assert len(leaf.names) == len(leaf.shape) and set(leaf.names) <= set(im.LOGICAL_AXES)
     assert len(set(leaf.names)) == len(leaf.names), leaf
     spec = ii.infer_spec(leaf.path, leaf.shape, leaf.names)
@@ -148,19 +178,24 @@ def test_hints_name_each_layers_kernels_in_order(name, per_layer):
 
 
 def test_options_and_dataset_fit_are_checked():
-  meta = types.SimpleNamespace(name='cora', task='node_classification', input_shape=(1433,),
-                               num_classes=7)
+  meta = types.SimpleNamespace(
+    name='cora', task='node_classification', input_shape=(1433,), num_classes=7
+  )
   im.check_fits(im.default_config('gcn'), meta)
   config = im.default_config('sage')
   config.num_features = 10
   with pytest.raises(ValueError, match=r'config.model.num_features=10 does not fit.*1433'):
     im.check_fits(config, meta)
-  image = types.SimpleNamespace(name='digits', task='classification', input_shape=(8, 8, 1),
-                                num_classes=10)
+  image = types.SimpleNamespace(
+    name='digits', task='classification', input_shape=(8, 8, 1), num_classes=10
+  )
   with pytest.raises(ValueError, match=r"'node_classification' model.*'classification'"):
     im.check_fits(im.default_config('gin'), image)
-  for bad, match in [(dict(depth=0), 'depth=0'), (dict(dropout=1.0), r'dropout=1.0 must be'),
-                     (dict(activation='nope'), "activation='nope'")]:
+  for bad, match in [
+    (dict(depth=0), 'depth=0'),
+    (dict(dropout=1.0), r'dropout=1.0 must be'),
+    (dict(activation='nope'), "activation='nope'"),
+  ]:
     config = im.default_config('gcn')
     config.update(bad)
     with pytest.raises(ValueError, match=match):

@@ -1,4 +1,5 @@
 """Zoo models built with eager sharding off, and born sharded on a ('data', 'model') mesh."""
+
 from flax import nnx
 import initlab.init as ii
 import initlab.models as im
@@ -12,26 +13,26 @@ from model_zoo_testlib import NAMES, forward, tiny_config, tiny_input
 
 # Hand-written expectations for a few kernels of the tiny models.
 EXPECTED = {
-    'data_parallel': {
-        ('transformer_lm', 'blocks/mlp/fc1/kernel'): P(None, None, None),
-        ('resnet', 'stage2/blocks/0/conv1/kernel'): P(None, None, None, None),
-    },
-    'fsdp': {
-        ('transformer_lm', 'blocks/mlp/fc1/kernel'): P(None, 'data', None),
-        ('transformer_lm', 'blocks/attn/out/kernel'): P(None, None, None, 'data'),
-        ('transformer_lm', 'token_embed/embedding'): P(None, 'data'),
-        ('resnet', 'stage2/blocks/0/conv1/kernel'): P(None, None, None, 'data'),
-        ('mlp', 'hidden/1/kernel'): P(None, 'data'),
-    },
-    'tensor_parallel': {
-        ('transformer_lm', 'blocks/mlp/fc1/kernel'): P(None, None, 'model'),
-        ('transformer_lm', 'blocks/mlp/fc2/kernel'): P(None, 'model', None),
-        ('transformer_lm', 'blocks/attn/query/kernel'): P(None, None, 'model', None),
-        ('transformer_lm', 'blocks/attn/out/kernel'): P(None, 'model', None, None),
-        ('transformer_lm', 'head/kernel'): P(None, 'model'),
-        ('vit', 'blocks/1/mlp/fc1/kernel'): P(None, 'model'),
-        ('resnet', 'stage2/blocks/0/conv1/kernel'): P(None, None, None, None),
-    },
+  'data_parallel': {
+    ('transformer_lm', 'blocks/mlp/fc1/kernel'): P(None, None, None),
+    ('resnet', 'stage2/blocks/0/conv1/kernel'): P(None, None, None, None),
+  },
+  'fsdp': {
+    ('transformer_lm', 'blocks/mlp/fc1/kernel'): P(None, 'data', None),
+    ('transformer_lm', 'blocks/attn/out/kernel'): P(None, None, None, 'data'),
+    ('transformer_lm', 'token_embed/embedding'): P(None, 'data'),
+    ('resnet', 'stage2/blocks/0/conv1/kernel'): P(None, None, None, 'data'),
+    ('mlp', 'hidden/1/kernel'): P(None, 'data'),
+  },
+  'tensor_parallel': {
+    ('transformer_lm', 'blocks/mlp/fc1/kernel'): P(None, None, 'model'),
+    ('transformer_lm', 'blocks/mlp/fc2/kernel'): P(None, 'model', None),
+    ('transformer_lm', 'blocks/attn/query/kernel'): P(None, None, 'model', None),
+    ('transformer_lm', 'blocks/attn/out/kernel'): P(None, 'model', None, None),
+    ('transformer_lm', 'head/kernel'): P(None, 'model'),
+    ('vit', 'blocks/1/mlp/fc1/kernel'): P(None, 'model'),
+    ('resnet', 'stage2/blocks/0/conv1/kernel'): P(None, None, None, None),
+  },
 }
 
 
@@ -77,16 +78,20 @@ def _check(preset, models, real):
 def test_abstract_params_carry_shardings(preset, devices):
   """Every zoo model under every preset (abstractly: cheap)."""
   with jax.set_mesh(_mesh(devices)), nnx.logical_axis_rules(im.logical_axis_rules(preset)):
-    models = {n: nnx.eval_shape(lambda n=n: im.build(tiny_config(n), rngs=nnx.Rngs(0)))
-              for n in NAMES}
+    models = {
+      n: nnx.eval_shape(lambda n=n: im.build(tiny_config(n), rngs=nnx.Rngs(0))) for n in NAMES
+    }
   assert _check(preset, models, real=False) == set(EXPECTED[preset])
 
 
 @pytest.mark.parametrize('preset', ['fsdp', 'tensor_parallel'])
 def test_lm_params_are_born_sharded(preset, devices):
   """Real construction with eager sharding: stacked (vmapped) params land sharded."""
-  with (jax.set_mesh(_mesh(devices)), nnx.logical_axis_rules(im.logical_axis_rules(preset)),
-        nnx.use_eager_sharding(True)):
+  with (
+    jax.set_mesh(_mesh(devices)),
+    nnx.logical_axis_rules(im.logical_axis_rules(preset)),
+    nnx.use_eager_sharding(True),
+  ):
     model = im.build(tiny_config('transformer_lm'), rngs=nnx.Rngs(0))
   seen = _check(preset, {'transformer_lm': model}, real=True)
   assert seen == {k for k in EXPECTED[preset] if k[0] == 'transformer_lm'}
@@ -99,13 +104,15 @@ def test_sharded_forward_matches_single_device(zoo, devices):
   contraction axes needs per-op out_sharding, which the v1 zoo does not give.)
   """
   model, x = zoo['transformer_lm'], tiny_input('transformer_lm', seed=8)
-  mesh = jax.make_mesh((4, 2), ('data', 'model'), devices=devices,
-                       axis_types=(AxisType.Auto, AxisType.Auto))
+  mesh = jax.make_mesh(
+    (4, 2), ('data', 'model'), devices=devices, axis_types=(AxisType.Auto, AxisType.Auto)
+  )
   graphdef, state = nnx.split(model)
   with nnx.logical_axis_rules(im.logical_axis_rules('tensor_parallel')):
     specs = nnx.get_partition_spec(state)
-  shardings = jax.tree.map(lambda p: NamedSharding(mesh, p), specs,
-                           is_leaf=lambda v: isinstance(v, P))
+  shardings = jax.tree.map(
+    lambda p: NamedSharding(mesh, p), specs, is_leaf=lambda v: isinstance(v, P)
+  )
   sharded = nnx.merge(graphdef, jax.device_put(state, shardings))
   with jax.set_mesh(mesh):
     y = forward(sharded, jax.device_put(x, NamedSharding(mesh, P('data'))))

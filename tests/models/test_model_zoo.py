@@ -1,4 +1,5 @@
 """Forward shapes, the stages/init_hints hooks, param layouts and counts of the zoo."""
+
 import inspect
 import re
 
@@ -11,8 +12,7 @@ import numpy as np
 import pytest
 
 # pylint: disable-next=g-bad-import-order
-from model_zoo_testlib import (NAMES, abstract, forward, forward_by_stages,
-                               tiny_config, tiny_input)
+from model_zoo_testlib import NAMES, abstract, forward, forward_by_stages, tiny_config, tiny_input
 
 
 def _params(model):
@@ -23,8 +23,9 @@ def _params(model):
 def test_forward_shape_and_stages(zoo, name):
   model, config, x = zoo[name], tiny_config(name), tiny_input(name, seed=1)
   y = forward(model, x)
-  expected = ((4, config.max_len, config.vocab_size) if name == 'transformer_lm'
-              else (4, config.num_classes))
+  expected = (
+    (4, config.max_len, config.vocab_size) if name == 'transformer_lm' else (4, config.num_classes)
+  )
   assert y.shape == expected and y.dtype == jnp.float32
   assert np.isfinite(np.asarray(y)).all()
   # Composing the stages gives the model.
@@ -38,8 +39,13 @@ def test_forward_shape_and_stages(zoo, name):
 def test_stage_names(zoo):
   names = {n: [s for s, _ in zoo[n].stages()] for n in NAMES}
   assert names['mlp'] == ['hidden/0', 'hidden/1', 'head']
-  assert names['resnet'] == ['stem', 'stage1/blocks/0', 'stage2/blocks/0', 'stage3/blocks/0',
-                             'head']
+  assert names['resnet'] == [
+    'stem',
+    'stage1/blocks/0',
+    'stage2/blocks/0',
+    'stage3/blocks/0',
+    'head',
+  ]
   assert names['vit'] == ['embed', 'blocks/0', 'blocks/1', 'head']
   assert names['transformer_lm'] == ['embed', 'blocks/0', 'blocks/1', 'blocks/2', 'head']
 
@@ -47,16 +53,24 @@ def test_stage_names(zoo):
 def test_resnet_stages_in_train_mode(zoo):
   x = tiny_input('resnet', seed=3)
   a, b = nnx.clone(zoo['resnet']), nnx.clone(zoo['resnet'])
-  np.testing.assert_allclose(forward_by_stages(a, x, train=True), forward(b, x, train=True),
-                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(
+    forward_by_stages(a, x, train=True), forward(b, x, train=True), rtol=1e-5, atol=1e-5
+  )
   # Both updated their BatchNorm statistics, the same way.
   np.testing.assert_allclose(a.stem.norm.mean[...], b.stem.norm.mean[...], rtol=1e-6)
   assert not np.allclose(a.stem.norm.mean[...], zoo['resnet'].stem.norm.mean[...])
 
 
 def test_default_configs_list_every_constructor_option():
-  classes = {'mlp': im.MLP, 'resnet': im.ResNet, 'vit': im.ViT, 'transformer_lm': im.TransformerLM,
-             'gcn': im.GCN, 'sage': im.GraphSAGE, 'gin': im.GIN}
+  classes = {
+    'mlp': im.MLP,
+    'resnet': im.ResNet,
+    'vit': im.ViT,
+    'transformer_lm': im.TransformerLM,
+    'gcn': im.GCN,
+    'sage': im.GraphSAGE,
+    'gin': im.GIN,
+  }
   assert set(im.model_names()) == set(classes)
   for name, cls in classes.items():
     config = im.default_config(name)
@@ -100,6 +114,7 @@ def _grad_jaxpr(model, tokens):
 
   def loss(p):
     return nnx.merge(graphdef, p, rest)(tokens).mean()
+
   return str(jax.make_jaxpr(jax.grad(loss))(params))
 
 
@@ -150,34 +165,53 @@ def test_fans_of_typical_params():
 
 
 EXPECTED_RESIDUAL_FINAL = {
-    'mlp': set(),
-    'resnet': {'stage1/blocks/0/conv2/kernel', 'stage2/blocks/0/conv2/kernel',
-               'stage3/blocks/0/conv2/kernel'},
-    'vit': {'blocks/0/attn/out/kernel', 'blocks/0/mlp/fc2/kernel', 'blocks/1/attn/out/kernel',
-            'blocks/1/mlp/fc2/kernel'},
-    'transformer_lm': {'blocks/attn/out/kernel', 'blocks/mlp/fc2/kernel'},
+  'mlp': set(),
+  'resnet': {
+    'stage1/blocks/0/conv2/kernel',
+    'stage2/blocks/0/conv2/kernel',
+    'stage3/blocks/0/conv2/kernel',
+  },
+  'vit': {
+    'blocks/0/attn/out/kernel',
+    'blocks/0/mlp/fc2/kernel',
+    'blocks/1/attn/out/kernel',
+    'blocks/1/mlp/fc2/kernel',
+  },
+  'transformer_lm': {'blocks/attn/out/kernel', 'blocks/mlp/fc2/kernel'},
 }
 _ATTN_MLP = {'attn/query', 'attn/key', 'attn/value', 'attn/out', 'mlp/fc1', 'mlp/fc2'}
-EXPECTED_RESIDUAL_BRANCH = {   # every kernel inside a branch; not the stem/patch embedding/head
-    'mlp': set(),
-    'resnet': {f'stage{s}/blocks/0/conv{c}/kernel' for s in (1, 2, 3) for c in (1, 2)},
-    'vit': {f'blocks/{i}/{m}/kernel' for i in (0, 1) for m in _ATTN_MLP},
-    'transformer_lm': {f'blocks/{m}/kernel' for m in _ATTN_MLP},
+EXPECTED_RESIDUAL_BRANCH = {  # every kernel inside a branch; not the stem/patch embedding/head
+  'mlp': set(),
+  'resnet': {f'stage{s}/blocks/0/conv{c}/kernel' for s in (1, 2, 3) for c in (1, 2)},
+  'vit': {f'blocks/{i}/{m}/kernel' for i in (0, 1) for m in _ATTN_MLP},
+  'transformer_lm': {f'blocks/{m}/kernel' for m in _ATTN_MLP},
 }
 
 
 @pytest.mark.parametrize('name', NAMES)
 def test_init_hints_regexes(zoo, name):
   hints, leaves = zoo[name].init_hints(), _params(zoo[name])
-  assert set(hints) == {'depth', 'classifier', 'residual_final', 'residual_branch', 'num_branches',
-                        'branch_layers'}
+  assert set(hints) == {
+    'depth',
+    'classifier',
+    'residual_final',
+    'residual_branch',
+    'num_branches',
+    'branch_layers',
+  }
   paths = {l.path for l in leaves}
   assert {p for p in paths if re.fullmatch(hints['classifier'], p)} == {'head/kernel'}
-  final = ({p for p in paths if re.fullmatch(hints['residual_final'], p)}
-           if hints['residual_final'] else set())
+  final = (
+    {p for p in paths if re.fullmatch(hints['residual_final'], p)}
+    if hints['residual_final']
+    else set()
+  )
   assert final == EXPECTED_RESIDUAL_FINAL[name]
-  branch = ({p for p in paths if re.fullmatch(hints['residual_branch'], p)}
-            if hints['residual_branch'] else set())
+  branch = (
+    {p for p in paths if re.fullmatch(hints['residual_branch'], p)}
+    if hints['residual_branch']
+    else set()
+  )
   assert branch == EXPECTED_RESIDUAL_BRANCH[name] and final <= branch
   # One matched kernel per branch (a stacked kernel holds one per layer).
   branches = sum(l.shape[0] if l.names[0] == 'layers' else 1 for l in leaves if l.path in final)
@@ -225,9 +259,9 @@ def test_real_init_matches_the_spec_fans():
   for leaf in _params(model):
     spec = ii.infer_spec(leaf.path, leaf.shape, leaf.names)
     if spec.role not in ('kernel', 'embedding') or leaf.path == 'pos_embed/embedding':
-      continue                                # pos_embed: normal(0.02), not fan-scaled
+      continue  # pos_embed: normal(0.02), not fan-scaled
     w = np.asarray(leaf.value, np.float64)
     ratio = w.std() * np.sqrt(spec.fans(leaf.shape)[0])
-    assert abs(ratio - 1) < 6 / np.sqrt(2 * w.size), (leaf.path, ratio)   # 6 sigma of std
+    assert abs(ratio - 1) < 6 / np.sqrt(2 * w.size), (leaf.path, ratio)  # 6 sigma of std
     checked.append(leaf.path)
   assert 'token_embed/embedding' in checked and 'blocks/attn/query/kernel' in checked

@@ -1,4 +1,5 @@
 """Shared fixtures of the training tests: a prepared data_dir and tiny configs."""
+
 import pytest
 
 from initlab import data
@@ -17,6 +18,7 @@ def data_dir(tmp_path_factory):
 @pytest.fixture
 def tiny_config(data_dir):
   """One quickstart run (he_normal, 1 seed), 12 steps, logging every step."""
+
   def make(**train):
     config = quickstart.get_config('smoke')
     config.init.compare = ()
@@ -26,8 +28,12 @@ def tiny_config(data_dir):
     config.diagnostics_at_init = False
     config.model.depth = 2
     config.model.width = 32
-    config.train.update(dict(steps=12, batch_size=16, log_every=1, eval_every=0,
-                             checkpoint_every=4, keep_checkpoints=5))
+    config.train.update(
+      dict(
+        steps=12, batch_size=16, log_every=1, eval_every=0, checkpoint_every=4, keep_checkpoints=5
+      )
+    )
     config.train.update(train)
     return config
+
   return make

@@ -1,4 +1,5 @@
 """The config schema check: unknown keys, wrong types, bad values are clear errors."""
+
 import pytest
 
 from initlab import config as config_lib
@@ -14,19 +15,24 @@ def _config():
 def test_configs_validate():
   import lm_shakespeare  # pylint: disable=g-import-not-at-top
   import resnet_digits  # pylint: disable=g-import-not-at-top
+
   for module in (quickstart, lm_shakespeare, resnet_digits):
     for arg in (None, 'smoke'):
       config_lib.validate(module.get_config(arg), num_devices=8, process_count=1)
-  config_lib.validate(lm_shakespeare.get_config('sharding=fsdp,model=2,bf16'), num_devices=8,
-                      process_count=1)
+  config_lib.validate(
+    lm_shakespeare.get_config('sharding=fsdp,model=2,bf16'), num_devices=8, process_count=1
+  )
 
 
 def test_unknown_key_names_it_and_lists_valid_keys():
   config = _config()
   with config.unlocked():
     config.train.stpes = 10
-  with pytest.raises(config_lib.ConfigError, match=r"'train.stpes'.*Did you mean 'steps'.*"
-                     r"Valid keys in config.train: .*batch_size.*steps"):
+  with pytest.raises(
+    config_lib.ConfigError,
+    match=r"'train.stpes'.*Did you mean 'steps'.*"
+    r'Valid keys in config.train: .*batch_size.*steps',
+  ):
     config_lib.validate(config, num_devices=1)
 
 
@@ -46,17 +52,20 @@ def test_mistyped_value():
   config = config_lib.default_config()
   config.model = config_lib.model_config('mlp', input_shape=(8, 8, 1))
   config.train = dict(config.train.to_dict(), steps='100')
-  with pytest.raises(config_lib.ConfigError,
-                     match=r"config.train.steps: expected type int, got '100' \(str\)"):
+  with pytest.raises(
+    config_lib.ConfigError, match=r"config.train.steps: expected type int, got '100' \(str\)"
+  ):
     config_lib.validate(config, num_devices=1)
 
 
 def test_bad_optimizer_lists_optax_names():
   config = _config()
   config.optimizer.name = 'adamz'
-  with pytest.raises(config_lib.ConfigError,
-                     match=r"optimizer.name: expected an optax optimizer, got 'adamz'; valid: "
-                     r".*adam, adamax.*sgd"):
+  with pytest.raises(
+    config_lib.ConfigError,
+    match=r"optimizer.name: expected an optax optimizer, got 'adamz'; valid: "
+    r'.*adam, adamax.*sgd',
+  ):
     config_lib.validate(config, num_devices=1)
   config = _config()
   config.optimizer.kwargs.momentun = 0.9
@@ -67,22 +76,24 @@ def test_bad_optimizer_lists_optax_names():
 def test_batch_not_divisible_by_data_axis_names_both():
   config = _config()
   config.train.batch_size = 12
-  with pytest.raises(config_lib.ConfigError,
-                     match=r"train.batch_size: expected a multiple of the data-parallel mesh "
-                     r"axes \{'data': 8\}.*batch_size=12"):
+  with pytest.raises(
+    config_lib.ConfigError,
+    match=r'train.batch_size: expected a multiple of the data-parallel mesh '
+    r"axes \{'data': 8\}.*batch_size=12",
+  ):
     config_lib.validate(config, num_devices=8)
   config_lib.validate(config, num_devices=4)  # 12 % 4 == 0
 
 
 def test_bad_values():
   cases = [
-      ('init.name', 'he_normall', r'init.name: expected an init scheme name.*valid:.*he_normal'),
-      ('optimizer.schedule', 'linear', r"optimizer.schedule: expected one of \['constant'"),
-      ('dtype.compute_dtype', 'bf16', r'dtype.compute_dtype: expected one of'),
-      ('sharding', 'zero3', r'config.sharding: expected a preset.*fsdp'),
-      ('mesh', (('data', -1), ('model', 3)), r'config.mesh: expected fixed axis sizes'),
-      ('train.steps', 0, r'train.steps: expected a positive int'),
-      ('sharding', (('embed', 'fsdp'),), r"mesh axes exist in config.mesh \['data', 'model'\]"),
+    ('init.name', 'he_normall', r'init.name: expected an init scheme name.*valid:.*he_normal'),
+    ('optimizer.schedule', 'linear', r"optimizer.schedule: expected one of \['constant'"),
+    ('dtype.compute_dtype', 'bf16', r'dtype.compute_dtype: expected one of'),
+    ('sharding', 'zero3', r'config.sharding: expected a preset.*fsdp'),
+    ('mesh', (('data', -1), ('model', 3)), r'config.mesh: expected fixed axis sizes'),
+    ('train.steps', 0, r'train.steps: expected a positive int'),
+    ('sharding', (('embed', 'fsdp'),), r"mesh axes exist in config.mesh \['data', 'model'\]"),
   ]
   for key, value, match in cases:
     config = _config()

@@ -3,6 +3,7 @@
 Test schemes (registered by pipeline_testlib): test_unit_logits (data stage), test_widen
 (resize), test_deepen (SchemeResult), test_needs_graph (a dataset fact digits lacks).
 """
+
 import json
 import os
 import signal
@@ -25,7 +26,8 @@ import pipeline_testlib as lib  # pylint: disable=g-bad-import-order
 from train_testlib import REPO  # pylint: disable=g-bad-import-order
 
 pytestmark = pytest.mark.filterwarnings(
-    'ignore:Exception ignored in. None:pytest.PytestUnraisableExceptionWarning')
+  'ignore:Exception ignored in. None:pytest.PytestUnraisableExceptionWarning'
+)
 
 
 @pytest.fixture(autouse=True, scope='module')
@@ -59,8 +61,9 @@ def test_data_stage_sees_its_own_batches_and_sets_unit_logit_variance(data_dir, 
   data stage's seed (not training's) have std 1, and training's first batch is untouched."""
   config = lib.config(data_dir)
   run, state = _initial(config, tmp_path)
-  it = data_lib.build(config.data, split='train', batch_size=16,
-                      seed=ii.stages.data_seed(config.seeds.data))
+  it = data_lib.build(
+    config.data, split='train', batch_size=16, seed=ii.stages.data_seed(config.seeds.data)
+  )
   images = np.concatenate([next(it)['image'] for _ in range(2)])
   logits = run.setup.model(state)(jnp.asarray(images))
   np.testing.assert_allclose(float(jnp.std(logits)), 1.0, rtol=1e-4)
@@ -70,8 +73,9 @@ def test_data_stage_sees_its_own_batches_and_sets_unit_logit_variance(data_dir, 
   assert abs(float(jnp.std(run.setup.model(plain)(jnp.asarray(images)))) - 1) > 0.1
   # Training's data order does not depend on the data stage.
   first = next(iter(run.train_iterator()))['image']
-  train_first = next(data_lib.build(config.data, split='train', batch_size=16,
-                                    seed=config.seeds.data))['image']
+  train_first = next(
+    data_lib.build(config.data, split='train', batch_size=16, seed=config.seeds.data)
+  )['image']
   np.testing.assert_array_equal(first, train_first)
   assert not np.array_equal(first, images[:16])
 
@@ -81,8 +85,9 @@ def test_data_stage_run_resumes_after_kill_bit_identically(data_dir, tmp_path):
   steps, every = 16, 4
   workdir = tmp_path / 'killed'
   cmd = [sys.executable, 'pipeline_testlib.py', str(workdir), data_dir, str(steps), str(every)]
-  proc = subprocess.Popen(cmd, cwd=REPO / 'tests' / 'train', stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE)
+  proc = subprocess.Popen(
+    cmd, cwd=REPO / 'tests' / 'train', stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+  )
   try:
     deadline = time.time() + 120
     while not (workdir / 'checkpoints' / str(every)).is_dir():
@@ -104,8 +109,10 @@ def test_data_stage_run_resumes_after_kill_bit_identically(data_dir, tmp_path):
   resumed, reference = _losses(workdir), _losses(tmp_path / 'reference')
   assert sorted(resumed) == list(range(1, steps + 1))
   assert resumed == reference
-  _assert_trees_equal(train.Run(config, workdir).restore().params,
-                      train.Run(config, tmp_path / 'reference').restore().params)
+  _assert_trees_equal(
+    train.Run(config, workdir).restore().params,
+    train.Run(config, tmp_path / 'reference').restore().params,
+  )
 
 
 @pytest.mark.slow
@@ -117,8 +124,9 @@ def test_data_stage_one_and_eight_devices_give_the_same_loss_curve(data_dir, tmp
   train.run(config, tmp_path / 'eight', devices=devices, report=False)
   losses = _losses(tmp_path / 'eight')
   assert losses.keys() == reference.keys() == set(range(1, 7))
-  np.testing.assert_allclose([losses[s] for s in sorted(losses)],
-                             [reference[s] for s in sorted(reference)], rtol=1e-5)
+  np.testing.assert_allclose(
+    [losses[s] for s in sorted(losses)], [reference[s] for s in sorted(reference)], rtol=1e-5
+  )
 
 
 def test_resized_model_trains_records_its_config_and_restores(data_dir, tmp_path):
@@ -140,8 +148,9 @@ def test_finished_study_run_is_recognized_despite_its_recorded_built_model(data_
   """config.json holds 'built_model', derived from the config: a study's rerun still skips
   its finished runs (it compared raw configs and retrained every run)."""
   from initlab.train import study  # pylint: disable=g-import-not-at-top
+
   config = lib.config(data_dir, scheme='he_normal', steps=2, checkpoint_every=2)
-  (_, _, c), = study.run_configs(config)
+  ((_, _, c),) = study.run_configs(config)
   train.run(c, tmp_path, report=False)
   assert 'built_model' in json.loads((tmp_path / 'config.json').read_text())
   assert study._finished(tmp_path, c)  # pylint: disable=protected-access
@@ -150,8 +159,7 @@ def test_finished_study_run_is_recognized_despite_its_recorded_built_model(data_
 def test_scheme_result_builds_the_new_model_from_the_schemes_params(data_dir, tmp_path):
   """test_deepen appends an identity layer: the built model (depth 3) computes what the model
   the scheme read (he_normal's depth-2 MLP, same key) computes."""
-  config = lib.config(data_dir, scheme='test_deepen', steps=2,
-                      checkpoint_every=2)
+  config = lib.config(data_dir, scheme='test_deepen', steps=2, checkpoint_every=2)
   run, state = _initial(config, tmp_path / 'deep')
   assert run.model_config.depth == 3 and sorted(state.params['hidden']) == [0, 1, 2]
   np.testing.assert_array_equal(state.params['hidden'][2]['kernel'], np.eye(32))
@@ -159,8 +167,9 @@ def test_scheme_result_builds_the_new_model_from_the_schemes_params(data_dir, tm
   config.init.test_widen = dict(factor=1, extra_layers=0)  # Same model, params as built.
   base_run, base = _initial(config, tmp_path / 'base')
   x = jnp.asarray(np.random.default_rng(0).random((5, 8, 8, 1), np.float32))
-  np.testing.assert_allclose(run.setup.model(state)(x), base_run.setup.model(base)(x),
-                             rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(
+    run.setup.model(state)(x), base_run.setup.model(base)(x), rtol=1e-6, atol=1e-6
+  )
   config.init.name = 'test_deepen'
   del config.init['test_widen']
   train.run(config, tmp_path / 'deep', report=False)
@@ -213,20 +222,25 @@ def _assert_one_line_error_and_nothing_written(config, workdir, *needles):
 def test_bad_inputs_are_one_line_errors_and_write_nothing(data_dir, tmp_path):
   config = lib.config(data_dir)
   config.init.test_unit_logits = dict(num_batchez=2)
-  _assert_one_line_error_and_nothing_written(config, tmp_path / 'a', 'config.init.test_unit_logits',
-                                             'num_batchez')
+  _assert_one_line_error_and_nothing_written(
+    config, tmp_path / 'a', 'config.init.test_unit_logits', 'num_batchez'
+  )
   config = lib.config(data_dir, scheme='test_needs_graph')
-  _assert_one_line_error_and_nothing_written(config, tmp_path / 'b', 'test_needs_graph',
-                                             "'degree_stats'")
+  _assert_one_line_error_and_nothing_written(
+    config, tmp_path / 'b', 'test_needs_graph', "'degree_stats'"
+  )
   config.init.test_needs_graph = dict(stage='data')  # Fails after the init, still nothing.
-  _assert_one_line_error_and_nothing_written(config, tmp_path / 'b2', 'test_needs_graph',
-                                             "'degree_stats'")
+  _assert_one_line_error_and_nothing_written(
+    config, tmp_path / 'b2', 'test_needs_graph', "'degree_stats'"
+  )
   config = lib.config(data_dir, scheme='from_pretrained')
-  _assert_one_line_error_and_nothing_written(config, tmp_path / 'c', 'from_pretrained',
-                                             'config.init.pretrained')
+  _assert_one_line_error_and_nothing_written(
+    config, tmp_path / 'c', 'from_pretrained', 'config.init.pretrained'
+  )
   config.init.pretrained = str(tmp_path / 'missing')
-  _assert_one_line_error_and_nothing_written(config, tmp_path / 'd', 'config.init.pretrained',
-                                             'missing')
+  _assert_one_line_error_and_nothing_written(
+    config, tmp_path / 'd', 'config.init.pretrained', 'missing'
+  )
 
 
 def test_pretrained_tree_mismatch_names_the_param(data_dir, tmp_path):
@@ -235,13 +249,16 @@ def test_pretrained_tree_mismatch_names_the_param(data_dir, tmp_path):
   config = lib.config(data_dir, scheme='from_pretrained')
   config.init.pretrained = str(tmp_path / 'source')
   config.model.width = 16
-  _assert_one_line_error_and_nothing_written(config, tmp_path / 'wide', 'config.init.pretrained',
-                                             "'head/kernel'", '(32, 10)', '(16, 10)')
+  _assert_one_line_error_and_nothing_written(
+    config, tmp_path / 'wide', 'config.init.pretrained', "'head/kernel'", '(32, 10)', '(16, 10)'
+  )
   # A bare Orbax checkpoint (no config) of another tree: the restore names the param.
   from initlab.train import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
+
   with ckpt_lib.Checkpointer(tmp_path / 'bare', async_save=False) as ckpt:
     ckpt.save(1, {'params': {'head': {'kernel': jnp.ones((32, 10))}}})
   config.model.width = 32
   config.init.pretrained = str(tmp_path / 'bare')
-  _assert_one_line_error_and_nothing_written(config, tmp_path / 'bare_target',
-                                             'config.init.pretrained', 'hidden/0/kernel')
+  _assert_one_line_error_and_nothing_written(
+    config, tmp_path / 'bare_target', 'config.init.pretrained', 'hidden/0/kernel'
+  )

@@ -1,4 +1,5 @@
 """train.run on tiny configs: outputs, 1 vs 8 devices, corrupt checkpoints, NaN, init_from."""
+
 import json
 
 import jax
@@ -11,7 +12,8 @@ from initlab.train import metrics as metrics_lib
 
 # After a failed checkpoint read, tensorstore may call back into a closed asyncio loop.
 pytestmark = pytest.mark.filterwarnings(
-    'ignore:Exception ignored in. None:pytest.PytestUnraisableExceptionWarning')
+  'ignore:Exception ignored in. None:pytest.PytestUnraisableExceptionWarning'
+)
 
 
 def train_losses(run_dir):
@@ -53,16 +55,21 @@ def test_one_and_eight_devices_give_the_same_loss_curve(tiny_config, tmp_path, d
   config = tiny_config(steps=8, checkpoint_every=0, batch_size=32)
   config.model.width = 64
   reference = train_losses_of(config, tmp_path / 'one', devices[:1])
-  cases = [('data_parallel', (('data', -1), ('model', 1))),
-           ('fsdp', (('data', -1), ('model', 1))),
-           ('tensor_parallel', (('data', 4), ('model', 2)))]
+  cases = [
+    ('data_parallel', (('data', -1), ('model', 1))),
+    ('fsdp', (('data', -1), ('model', 1))),
+    ('tensor_parallel', (('data', 4), ('model', 2))),
+  ]
   for sharding, mesh in cases:
     config.sharding, config.mesh = sharding, mesh
     losses = train_losses_of(config, tmp_path / sharding, devices)
     assert losses.keys() == reference.keys()
-    np.testing.assert_allclose([losses[s] for s in sorted(losses)],
-                               [reference[s] for s in sorted(reference)], rtol=1e-5,
-                               err_msg=sharding)
+    np.testing.assert_allclose(
+      [losses[s] for s in sorted(losses)],
+      [reference[s] for s in sorted(reference)],
+      rtol=1e-5,
+      err_msg=sharding,
+    )
 
 
 def train_losses_of(config, run_dir, devices):
@@ -90,8 +97,11 @@ def test_nan_stops_with_step_and_keeps_last_good_checkpoint(tiny_config, tmp_pat
   # loss of step 3 (a lean step between log steps) is not finite; detected at step 4.
   config = tiny_config(steps=12, checkpoint_every=2, log_every=2)
   config.optimizer.update(dict(learning_rate=1e30, schedule='warmup_cosine', warmup_steps=2))
-  with pytest.raises(train.NonFiniteError, match=r'NaN/Inf at step 3; the last good '
-                     r'checkpoint \(step 2\) in .* is kept') as info:
+  with pytest.raises(
+    train.NonFiniteError,
+    match=r'NaN/Inf at step 3; the last good '
+    r'checkpoint \(step 2\) in .* is kept',
+  ) as info:
     train.run(config, tmp_path)
   assert (info.value.step, info.value.last_checkpoint) == (3, 2)
   ckpt = ckpt_lib.Checkpointer(tmp_path / 'checkpoints')

@@ -1,4 +1,5 @@
 """Two processes x 4 devices (jax.distributed via the environment) = one process x 8 devices."""
+
 import os
 import socket
 import subprocess
@@ -48,15 +49,21 @@ def _run_processes(argv, workdir, num=2, devices=4, timeout=TIMEOUT_S):
   process is SIGKILLed (JAX catches SIGTERM) and the failure shows each one's output tails.
   """
   env = {k: v for k, v in os.environ.items() if k not in ('PJRT_NPROC', 'NPROC')}
-  env.update(XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
-             JAX_COORDINATOR_ADDRESS=f'127.0.0.1:{_free_port()}', JAX_NUM_PROCESSES=str(num))
+  env.update(
+    XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
+    JAX_COORDINATOR_ADDRESS=f'127.0.0.1:{_free_port()}',
+    JAX_NUM_PROCESSES=str(num),
+  )
   procs, files = [], []
   try:
     for i in range(num):
       # pylint: disable-next=consider-using-with
       files += [open(workdir / f'{name}.{i}', 'w') for name in ('stdout', 'stderr')]
-      procs.append(subprocess.Popen(argv, cwd=REPO, env=dict(env, JAX_PROCESS_ID=str(i)),
-                                    stdout=files[-2], stderr=files[-1]))
+      procs.append(
+        subprocess.Popen(
+          argv, cwd=REPO, env=dict(env, JAX_PROCESS_ID=str(i)), stdout=files[-2], stderr=files[-1]
+        )
+      )
     deadline = time.monotonic() + timeout
     while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
       time.sleep(0.2)
@@ -71,10 +78,16 @@ def _run_processes(argv, workdir, num=2, devices=4, timeout=TIMEOUT_S):
   failed = [(i, p.returncode) for i, p in enumerate(procs) if p.returncode != 0]
   if failed:
     hung = any(rc == -9 for _, rc in failed)
-    tails = '\n'.join(f'--- process {i} (exit {rc}) {name} tail:\n{read(name, i)[-1500:]}'
-                      for i, rc in failed for name in ('stdout', 'stderr'))
-    pytest.fail(f'{len(failed)} of {num} processes failed'
-                + (f' (killed after {timeout} s: hung)' if hung else '') + f'\n{tails}')
+    tails = '\n'.join(
+      f'--- process {i} (exit {rc}) {name} tail:\n{read(name, i)[-1500:]}'
+      for i, rc in failed
+      for name in ('stdout', 'stderr')
+    )
+    pytest.fail(
+      f'{len(failed)} of {num} processes failed'
+      + (f' (killed after {timeout} s: hung)' if hung else '')
+      + f'\n{tails}'
+    )
   return [read('stdout', i) for i in range(num)]
 
 
@@ -95,14 +108,21 @@ def test_many_programs_in_flight_do_not_deadlock(tmp_path):
 def test_two_processes_match_one(tiny_config, tmp_path, devices):
   config = tiny_config(steps=4, checkpoint_every=2, eval_every=4)
   t = config.train
-  args = ['--config=configs/quickstart.py:smoke', '--config.init.compare=()',
-          '--config.seeds.num=1', '--config.diagnostics_at_init=False',
-          f'--config.data.data_dir={config.data.data_dir}',
-          f'--config.model.depth={config.model.depth}',
-          f'--config.model.width={config.model.width}',
-          f'--config.train.steps={t.steps}', f'--config.train.batch_size={t.batch_size}',
-          f'--config.train.log_every={t.log_every}', f'--config.train.eval_every={t.eval_every}',
-          f'--config.train.checkpoint_every={t.checkpoint_every}', f'--workdir={tmp_path / "two"}']
+  args = [
+    '--config=configs/quickstart.py:smoke',
+    '--config.init.compare=()',
+    '--config.seeds.num=1',
+    '--config.diagnostics_at_init=False',
+    f'--config.data.data_dir={config.data.data_dir}',
+    f'--config.model.depth={config.model.depth}',
+    f'--config.model.width={config.model.width}',
+    f'--config.train.steps={t.steps}',
+    f'--config.train.batch_size={t.batch_size}',
+    f'--config.train.log_every={t.log_every}',
+    f'--config.train.eval_every={t.eval_every}',
+    f'--config.train.checkpoint_every={t.checkpoint_every}',
+    f'--workdir={tmp_path / "two"}',
+  ]
   _run_processes([sys.executable, '-m', 'initlab.main', *args], tmp_path)
 
   train.run(config, tmp_path / 'one', devices=devices)

@@ -1,4 +1,5 @@
 """Full-batch node classification as a task of `train` (initlab.train.node_task)."""
+
 import json
 
 import jax
@@ -12,8 +13,17 @@ from initlab import train
 import train_testlib  # noqa: F401  (puts configs/ on sys.path)
 import gcn_cora  # pylint: disable=g-bad-import-order
 
-CSBM = dict(num_nodes=120, num_classes=3, num_features=16, p_in=0.08, p_out=0.01, signal=2.0,
-            train_per_class=10, num_val=30, num_test=50)
+CSBM = dict(
+  num_nodes=120,
+  num_classes=3,
+  num_features=16,
+  p_in=0.08,
+  p_out=0.01,
+  signal=2.0,
+  train_per_class=10,
+  num_val=30,
+  num_test=50,
+)
 
 
 def _csbm_config(steps=6, **train_opts):
@@ -23,8 +33,17 @@ def _csbm_config(steps=6, **train_opts):
   config.data.graph = CSBM
   config.model.update(num_features=16, num_classes=3, width=8)
   config.diagnostics_at_init = False
-  config.train.update(dict(steps=steps, log_every=1, eval_every=2, checkpoint_every=3,
-                           keep_checkpoints=5, progress_bar=False, **train_opts))
+  config.train.update(
+    dict(
+      steps=steps,
+      log_every=1,
+      eval_every=2,
+      checkpoint_every=3,
+      keep_checkpoints=5,
+      progress_bar=False,
+      **train_opts,
+    )
+  )
   return config
 
 
@@ -50,12 +69,12 @@ def test_loss_is_the_masked_mean_and_eval_reports_val_and_test(tmp_path, devices
   want = -logp[m, graph['labels'][m]].mean()
   first = [r for r in _records(tmp_path) if r['split'] == 'train' and r['step'] == 1][0]
   np.testing.assert_allclose(first['loss'], want, rtol=1e-5)
-  assert first['accuracy'] == pytest.approx(
-      (logits[m].argmax(1) == graph['labels'][m]).mean())
+  assert first['accuracy'] == pytest.approx((logits[m].argmax(1) == graph['labels'][m]).mean())
   final = result.summary['final']
   assert {'eval/val_accuracy', 'eval/test_accuracy', 'eval/val_loss', 'eval/test_loss'} <= set(
-      final)
-  assert final['eval/accuracy'] == final['eval/test_accuracy']   # eval_split = 'test'
+    final
+  )
+  assert final['eval/accuracy'] == final['eval/test_accuracy']  # eval_split = 'test'
   assert result.summary['eval_examples'] == graph['test_mask'].sum() == 50
   # Evaluating on another split: the primary metrics follow config.data.eval_split.
   with jax.set_mesh(result.run.mesh):
@@ -70,8 +89,9 @@ def test_gcn_reaches_75_percent_on_cora(tmp_path, devices):
   config = gcn_cora.get_config('scheme=glorot_normal')
   config.model.width = 16
   config.diagnostics_at_init = False
-  config.train.update(dict(steps=100, eval_every=0, log_every=50, checkpoint_every=0,
-                           progress_bar=False))
+  config.train.update(
+    dict(steps=100, eval_every=0, log_every=50, checkpoint_every=0, progress_bar=False)
+  )
   summary = train.run(config, tmp_path, devices=devices[:1], report=False).summary
   assert summary['final']['eval/test_accuracy'] >= 0.75, summary['final']
 
@@ -86,8 +106,11 @@ def test_eight_devices_match_one(tmp_path, devices):
   a = [r['loss'] for r in _records(tmp_path / 'one') if r['split'] == 'train']
   b = [r['loss'] for r in _records(tmp_path / 'eight') if r['split'] == 'train']
   np.testing.assert_allclose(b, a, rtol=1e-5)
-  for x, y in zip(jax.tree.leaves(jax.device_get(one.state.params)),
-                  jax.tree.leaves(jax.device_get(eight.state.params)), strict=True):
+  for x, y in zip(
+    jax.tree.leaves(jax.device_get(one.state.params)),
+    jax.tree.leaves(jax.device_get(eight.state.params)),
+    strict=True,
+  ):
     np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
 
 
@@ -112,16 +135,22 @@ def test_interrupted_run_resumes_exactly(tmp_path, devices):
   losses = lambda w: {r['step']: r['loss'] for r in _records(w) if r['split'] == 'train'}
   assert losses(tmp_path / 'cut') == losses(tmp_path / 'whole')
   assert sorted(losses(tmp_path / 'whole')) == list(range(1, 7))
-  for x, y in zip(jax.tree.leaves(jax.device_get(resumed.state.params)),
-                  jax.tree.leaves(jax.device_get(whole.state.params)), strict=True):
+  for x, y in zip(
+    jax.tree.leaves(jax.device_get(resumed.state.params)),
+    jax.tree.leaves(jax.device_get(whole.state.params)),
+    strict=True,
+  ):
     np.testing.assert_array_equal(x, y)
 
 
 def test_bad_split_is_a_config_error(tmp_path, devices):
   config = _csbm_config()
   config.data.eval_split = 'test[:50%]'
-  with pytest.raises(config_lib.ConfigError, match=r"config.data.eval_split: 'test\[:50%\]'.*"
-                     r"valid: \['test', 'train', 'val', 'validation'\]"):
+  with pytest.raises(
+    config_lib.ConfigError,
+    match=r"config.data.eval_split: 'test\[:50%\]'.*"
+    r"valid: \['test', 'train', 'val', 'validation'\]",
+  ):
     train.Run(config, tmp_path, devices=devices[:1])
   assert not list(tmp_path.iterdir())
 
@@ -130,6 +159,7 @@ def test_init_diagnostics_are_the_gnn_layer_variances(tmp_path, devices):
   """init_diagnostics.json holds the GNN per-layer moments (initlab.diagnostics.gnn) of the
   initial params, the loss over the train nodes."""
   from initlab.diagnostics import gnn  # pylint: disable=g-import-not-at-top
+
   config = _csbm_config(steps=1)
   config.diagnostics_at_init = True
   train.run(config, tmp_path / 'run', devices=devices[:1], report=False)
@@ -142,11 +172,13 @@ def test_init_diagnostics_are_the_gnn_layer_variances(tmp_path, devices):
     m = gnn.layer_moments(fresh.setup.model(state), graph, mask=graph['train_mask'])
   np.testing.assert_allclose(saved['var'], m['var'][1:], rtol=1e-5)
   np.testing.assert_allclose(saved['grad_var'], m['grad_var'][1:], rtol=1e-5)
-  np.testing.assert_allclose(saved['gnn_ratios']['forward'], m['var'][1:] / m['var'][:-1],
-                             rtol=1e-5)
-  np.testing.assert_allclose(saved['gnn_ratios']['backward'],
-                             m['grad_var'][:-1] / m['grad_var'][1:], rtol=1e-5)
-  assert saved['input_q'] == pytest.approx(np.mean(graph['features'].astype(np.float64)**2))
+  np.testing.assert_allclose(
+    saved['gnn_ratios']['forward'], m['var'][1:] / m['var'][:-1], rtol=1e-5
+  )
+  np.testing.assert_allclose(
+    saved['gnn_ratios']['backward'], m['grad_var'][:-1] / m['grad_var'][1:], rtol=1e-5
+  )
+  assert saved['input_q'] == pytest.approx(np.mean(graph['features'].astype(np.float64) ** 2))
 
 
 def test_gcn_cora_config_compares_xavier_kaiming_virgo():
@@ -164,6 +196,7 @@ def test_data_stage_schemes_see_the_graph(tmp_path, devices):
   variance 1 (within LSUV's tol 0.1) on the graph; MetaInit's synthetic batches keep the
   graph's edges and draw features and labels."""
   from initlab.diagnostics import gnn  # pylint: disable=g-import-not-at-top
+
   graph = data.graph(_csbm_config().data)
   for name, options in (('lsuv', {}), ('metainit', dict(steps=3))):
     config = _csbm_config()

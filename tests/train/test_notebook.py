@@ -1,4 +1,5 @@
 """notebooks/quickstart.ipynb runs top to bottom (offline) and shows the table and plots."""
+
 import nbclient
 import nbformat
 import pytest
@@ -12,8 +13,12 @@ def test_quickstart_notebook_executes(data_dir, tmp_path, monkeypatch):
   monkeypatch.setenv('INITLAB_DATA_DIR', data_dir)
   monkeypatch.setenv('XLA_FLAGS', '')  # One CPU device, as in a Colab CPU runtime.
   notebook = nbformat.read(REPO / 'notebooks' / 'quickstart.ipynb', as_version=4)
-  client = nbclient.NotebookClient(notebook, timeout=300, kernel_name='python3',
-                                   resources={'metadata': {'path': str(REPO / 'notebooks')}})
+  client = nbclient.NotebookClient(
+    notebook,
+    timeout=300,
+    kernel_name='python3',
+    resources={'metadata': {'path': str(REPO / 'notebooks')}},
+  )
   client.execute()
 
   outputs = [o for cell in notebook.cells if cell.cell_type == 'code' for o in cell.outputs]

@@ -1,4 +1,5 @@
 """Weight decay is masked by param role, also for stacked (scanned) params."""
+
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -7,16 +8,24 @@ from initlab.train import optim
 
 
 def test_weight_decay_skips_stacked_biases_and_norms():
-  params = {"blocks": {"mlp": {"kernel": jnp.ones((2, 4, 4)), "bias": jnp.ones((2, 4))},
-                       "norm": {"scale": jnp.ones((2, 4)), "bias": jnp.ones((2, 4))}},
-            "embed": {"embedding": jnp.ones((8, 4))}}
+  params = {
+    'blocks': {
+      'mlp': {'kernel': jnp.ones((2, 4, 4)), 'bias': jnp.ones((2, 4))},
+      'norm': {'scale': jnp.ones((2, 4)), 'bias': jnp.ones((2, 4))},
+    },
+    'embed': {'embedding': jnp.ones((8, 4))},
+  }
   mask = optim._decay_mask(params)  # pylint: disable=protected-access
-  assert mask["blocks"]["mlp"]["kernel"] and mask["embed"]["embedding"]
-  assert not (mask["blocks"]["mlp"]["bias"] or mask["blocks"]["norm"]["scale"] or mask["blocks"]["norm"]["bias"])
+  assert mask['blocks']['mlp']['kernel'] and mask['embed']['embedding']
+  assert not (
+    mask['blocks']['mlp']['bias']
+    or mask['blocks']['norm']['scale']
+    or mask['blocks']['norm']['bias']
+  )
   tx = optax.add_decayed_weights(0.5, mask=optim._decay_mask)  # pylint: disable=protected-access
   updates, _ = tx.update(optax.tree.zeros_like(params), tx.init(params), params)
-  np.testing.assert_array_equal(updates["blocks"]["mlp"]["kernel"], 0.5)
-  np.testing.assert_array_equal(updates["blocks"]["norm"]["scale"], 0.0)
+  np.testing.assert_array_equal(updates['blocks']['mlp']['kernel'], 0.5)
+  np.testing.assert_array_equal(updates['blocks']['norm']['scale'], 0.0)
 
 
 # --- Extra transforms (`config.optimizer.extra`), and train.run's start_from / callbacks. ---
@@ -34,9 +43,10 @@ from initlab import train  # noqa: E402  pylint: disable=g-import-not-at-top,wro
 
 def _ref_beta(x):
   """β̂ with Γ(1/β)Γ(3/β)/Γ(2/β)² = N·Σx²/(Σ|x|)² (moment estimator, arXiv 2506.00486), float64."""
-  rho = x.size * np.sum(x**2) / np.sum(np.abs(x))**2
-  log_r = lambda b: (special.gammaln(1 / b) + special.gammaln(3 / b) - 2 * special.gammaln(2 / b)
-                     - np.log(rho))
+  rho = x.size * np.sum(x**2) / np.sum(np.abs(x)) ** 2
+  log_r = lambda b: (
+    special.gammaln(1 / b) + special.gammaln(3 / b) - 2 * special.gammaln(2 / b) - np.log(rho)
+  )
   return optimize.brentq(log_r, 0.05, 20.0, xtol=1e-14)
 
 
@@ -45,8 +55,10 @@ def _ref_unit_step(params, lam, masked):
   arXiv 2504.16968), in float64; β̂ jointly over those leaves."""
   flat = {k: np.asarray(v, np.float64) for k, v in params.items()}
   beta = _ref_beta(np.concatenate([flat[k].ravel() for k in masked]))
-  return {k: (v - lam * beta * np.sign(v) * (np.abs(v) + 1) ** (beta - 1) if k in masked else v)
-          for k, v in flat.items()}
+  return {
+    k: (v - lam * beta * np.sign(v) * (np.abs(v) + 1) ** (beta - 1) if k in masked else v)
+    for k, v in flat.items()
+  }
 
 
 def _opt(**extra_fields):
@@ -58,8 +70,10 @@ def _opt(**extra_fields):
 
 def test_backslash_extra_is_the_reference_unit_step_after_the_optimizer():
   rng = np.random.default_rng(0)
-  params = {'dense': {'kernel': rng.normal(0, .3, (6, 5)), 'bias': rng.normal(0, .3, (5,))},
-            'embed': {'embedding': rng.laplace(0, .2, (7, 3))}}
+  params = {
+    'dense': {'kernel': rng.normal(0, 0.3, (6, 5)), 'bias': rng.normal(0, 0.3, (5,))},
+    'embed': {'embedding': rng.laplace(0, 0.2, (7, 3))},
+  }
   params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), params)
   grads = jax.tree.map(lambda x: jnp.asarray(rng.normal(size=x.shape), jnp.float32), params)
   lam = 1e-2
@@ -83,30 +97,34 @@ def test_backslash_extra_is_the_reference_unit_step_after_the_optimizer():
 def test_registered_transform_by_name_and_as_bare_name():
   name = 'test_double_updates'
   if name not in optim.transform_names():
+
     @optim.register_transform(name)
     def double(factor: float = 2.0):  # pylint: disable=unused-variable
       return optax.scale(factor)
+
   with pytest.raises(ValueError, match='already registered'):
     optim.register_transform(name)(lambda: optax.identity())
   params = {'w': jnp.ones((3,))}
   grads = {'w': jnp.arange(3.0)}
   plain = optim.make(_opt(), 10)
-  for extra, factor in (((name,), 2.0), (((name, {'factor': 3.0}),), 3.0),
-                        ((name, name), 4.0)):
+  for extra, factor in (((name,), 2.0), (((name, {'factor': 3.0}),), 3.0), ((name, name), 4.0)):
     tx = optim.make(_opt(extra=extra), 10)
     got, _ = tx.update(grads, tx.init(params), params)
     want, _ = plain.update(grads, plain.init(params), params)
     np.testing.assert_allclose(got['w'], factor * want['w'], err_msg=str(extra))
 
 
-@pytest.mark.parametrize('extra, words', [
+@pytest.mark.parametrize(
+  'extra, words',
+  [
     ((('nope', {}),), ['extra[0]', "'nope'", 'backslash']),
     ((('backslash', {'rdoo': 1.0}),), ['extra[0]', "'rdoo'", 'rdo_per_param', 'mask']),
     ((('backslash', {'mask': 'biases'}),), ["'biases'", "'weights'", "'all'"]),
     ((('backslash', {'rdo': 1.0, 'rdo_per_param': 1e-3}),), ['rdo or rdo_per_param']),
     ((('backslash', {'method': 'fast'}),), ["'fast'", 'exact']),
     (('backslash', ('backslash', 1.0)), ['extra[1]', '(name, {option: value}) pair']),
-])
+  ],
+)
 def test_bad_extra_is_a_config_error_naming_valid_choices(extra, words):
   config = config_lib.default_config()
   config.optimizer.extra = extra
@@ -137,6 +155,7 @@ def test_run_applies_extra_calls_back_and_starts_from_a_state(tiny_config, tmp_p
 
   def record(step, state, metrics):
     seen.append((step, dict(metrics), jax.device_get(state.params)))
+
   result = train.run(config, tmp_path / 'a', callbacks=[record])
   assert [s for s, _, _ in seen] == [0, 1, 2]
   assert seen[0][1] == {} and set(seen[2][1]) == {'loss', 'accuracy'}
@@ -150,8 +169,7 @@ def test_run_applies_extra_calls_back_and_starts_from_a_state(tiny_config, tmp_p
     want = _ref_unit_step(want, lam, kernels)
   got, init = flat(jax.device_get(result.state.params)), flat(seen[0][2])
   for k in got:  # The moves (~λ·β̂ per step) to float32 rounding of θ (~3e-8).
-    np.testing.assert_allclose(got[k] - init[k], want[k] - init[k], rtol=1e-4, atol=1e-7,
-                               err_msg=k)
+    np.testing.assert_allclose(got[k] - init[k], want[k] - init[k], rtol=1e-4, atol=1e-7, err_msg=k)
   assert all(np.median(np.abs(got[k] - init[k])) > 1e-3 for k in kernels)
   # start_from: the params of `result.state` (lr 0, no extra: they stay), fresh optimizer state.
   config.optimizer.extra = ()
@@ -162,4 +180,5 @@ def test_run_applies_extra_calls_back_and_starts_from_a_state(tiny_config, tmp_p
   # The returned Run evaluates other params on the same eval split.
   with jax.set_mesh(again.run.mesh):
     assert again.run.evaluate(again.state) == {
-        k[len('eval/'):]: v for k, v in again.summary['final'].items() if k.startswith('eval/')}
+      k[len('eval/') :]: v for k, v in again.summary['final'].items() if k.startswith('eval/')
+    }

@@ -1,4 +1,5 @@
 """The quickstart study, end to end through the command line, in its smoke setting."""
+
 import json
 import subprocess
 import sys
@@ -16,9 +17,20 @@ def test_quickstart_smoke_study(data_dir, tmp_path):
   config = quickstart.get_config('smoke')
   workdir = tmp_path / 'quickstart'
   proc = subprocess.run(
-      [sys.executable, '-m', 'initlab.main', '--config=configs/quickstart.py:smoke',
-       f'--workdir={workdir}', f'--config.data.data_dir={data_dir}'],
-      cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+    [
+      sys.executable,
+      '-m',
+      'initlab.main',
+      '--config=configs/quickstart.py:smoke',
+      f'--workdir={workdir}',
+      f'--config.data.data_dir={data_dir}',
+    ],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=300,
+    check=False,
+  )
   assert proc.returncode == 0, proc.stderr[-5000:]
   assert f'Report: {workdir}/report.md' in proc.stdout
 

@@ -1,4 +1,5 @@
 """kill -9 in the middle of `python -m initlab.main`, rerun: ends as if never interrupted."""
+
 import os
 import signal
 import subprocess
@@ -21,13 +22,19 @@ def _cli_args(config):
   """The command line equivalent of `tiny_config` changes to the quickstart smoke config."""
   t = config.train
   return [
-      '--config.init.compare=()', '--config.seeds.num=1', '--config.diagnostics_at_init=False',
-      f'--config.data.data_dir={config.data.data_dir}',
-      f'--config.model.depth={config.model.depth}', f'--config.model.width={config.model.width}',
-      f'--config.train.steps={t.steps}', f'--config.train.batch_size={t.batch_size}',
-      f'--config.train.log_every={t.log_every}', f'--config.train.eval_every={t.eval_every}',
-      f'--config.train.checkpoint_every={t.checkpoint_every}',
-      f'--config.train.keep_checkpoints={t.keep_checkpoints}']
+    '--config.init.compare=()',
+    '--config.seeds.num=1',
+    '--config.diagnostics_at_init=False',
+    f'--config.data.data_dir={config.data.data_dir}',
+    f'--config.model.depth={config.model.depth}',
+    f'--config.model.width={config.model.width}',
+    f'--config.train.steps={t.steps}',
+    f'--config.train.batch_size={t.batch_size}',
+    f'--config.train.log_every={t.log_every}',
+    f'--config.train.eval_every={t.eval_every}',
+    f'--config.train.checkpoint_every={t.checkpoint_every}',
+    f'--config.train.keep_checkpoints={t.keep_checkpoints}',
+  ]
 
 
 def _losses(run_dir):
@@ -39,8 +46,14 @@ def _losses(run_dir):
 def test_kill_and_resume_equals_uninterrupted(tiny_config, tmp_path):
   config = tiny_config(steps=STEPS, checkpoint_every=EVERY, keep_checkpoints=2)
   workdir = tmp_path / 'killed'
-  cmd = [sys.executable, '-m', 'initlab.main', '--config=configs/quickstart.py:smoke',
-         f'--workdir={workdir}', *_cli_args(config)]
+  cmd = [
+    sys.executable,
+    '-m',
+    'initlab.main',
+    '--config=configs/quickstart.py:smoke',
+    f'--workdir={workdir}',
+    *_cli_args(config),
+  ]
   proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
   try:
     deadline = time.time() + 120

@@ -1,4 +1,5 @@
 """initlab.rundir: the run directory's names and initlab's JSON rule, for writer and reader."""
+
 import json
 import math
 
@@ -7,8 +8,11 @@ from initlab.train import metrics as metrics_lib
 
 
 def test_json_round_trip_of_non_finite_values(tmp_path):
-  obj = {'final': {'loss': math.nan, 'up': math.inf, 'down': -math.inf, 'ok': 1.5},
-         'list': [1, math.nan], 'name': 'he'}
+  obj = {
+    'final': {'loss': math.nan, 'up': math.inf, 'down': -math.inf, 'ok': 1.5},
+    'list': [1, math.nan],
+    'name': 'he',
+  }
   path = tmp_path / 'sub' / rundir.SUMMARY
   rundir.write_json(path, obj, process_index=0)
   text = path.read_text()
@@ -33,7 +37,10 @@ def test_run_dir_layout_and_listing(tmp_path):
     rundir.run_dir(tmp_path, scheme, k).mkdir(parents=True)
   (tmp_path / 'runs' / 'zero' / 'notes').mkdir()
   assert [(s, k) for s, k, _ in rundir.study_runs(tmp_path)] == [
-      ('he_normal', 0), ('he_normal', 1), ('zero', 0)]
+    ('he_normal', 0),
+    ('he_normal', 1),
+    ('zero', 0),
+  ]
 
 
 def test_metrics_module_uses_the_same_rule():

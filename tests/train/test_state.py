@@ -1,5 +1,6 @@
 """One sharding rule and one state form: sharded_init, Setup.create and a config-driven run
 agree on every variable's sharding; the state stays plain dicts through the step."""
+
 from flax import nnx
 import jax
 import jax.numpy as jnp
@@ -48,7 +49,6 @@ def test_sharded_init_setup_and_run_agree(preset, data_dir, tmp_path, devices):
 
 
 class Net(nnx.Module):
-
   def __init__(self, rngs):
     self.dense = nnx.Linear(64, 16, rngs=rngs)
     self.norm = nnx.BatchNorm(16, rngs=rngs)
@@ -83,14 +83,20 @@ def test_model_built_once_and_state_stays_plain_dicts(devices):
   # Dicts -> module -> dicts is lossless and copies nothing.
   params, model_state = state_lib.pure_variables(setup.model(state))
   assert jax.tree.structure(params) == jax.tree.structure(state.params)
-  assert all(a is b for a, b in zip(jax.tree.leaves((params, model_state)),
-                                    jax.tree.leaves((state.params, state.model_state))))
-  step = step_lib.make_train_step(setup, task='classification',
-                                  batch_sharding=sharding.batch_sharding(mesh))
+  assert all(
+    a is b
+    for a, b in zip(
+      jax.tree.leaves((params, model_state)), jax.tree.leaves((state.params, state.model_state))
+    )
+  )
+  step = step_lib.make_train_step(
+    setup, task='classification', batch_sharding=sharding.batch_sharding(mesh)
+  )
   x = jax.random.normal(jax.random.key(2), (16, 8, 8, 1))
   batch = {'image': x, 'label': jnp.arange(16) % 10}
-  mean = np.asarray(x.reshape(16, 64) @ state.params['dense']['kernel']
-                    + state.params['dense']['bias']).mean(0)
+  mean = np.asarray(
+    x.reshape(16, 64) @ state.params['dense']['kernel'] + state.params['dense']['bias']
+  ).mean(0)
   before = jax.tree.map(np.asarray, state.model_state)
   with jax.set_mesh(mesh):
     new, metrics = step(state, batch)
@@ -98,5 +104,9 @@ def test_model_built_once_and_state_stays_plain_dicts(devices):
   assert np.isfinite(float(metrics['loss']))
   # BatchNorm's running mean moved towards the batch mean (momentum 0.99): the new model
   # state came back out of the step.
-  np.testing.assert_allclose(new.model_state['norm']['mean'],
-                             0.99 * before['norm']['mean'] + 0.01 * mean, rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(
+    new.model_state['norm']['mean'],
+    0.99 * before['norm']['mean'] + 0.01 * mean,
+    rtol=1e-4,
+    atol=1e-6,
+  )

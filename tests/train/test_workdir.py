@@ -4,6 +4,7 @@ A resume may change only the length of training (rundir.RESUMABLE); anything els
 before a byte is written, unless force=True. Finished runs are never rewritten; metrics.jsonl
 never holds a step twice; summaries add up the wall time of every process.
 """
+
 import json
 import shutil
 import struct
@@ -21,12 +22,14 @@ import quickstart  # pylint: disable=g-bad-import-order
 import resnet_digits  # pylint: disable=g-bad-import-order
 
 pytestmark = pytest.mark.filterwarnings(
-    'ignore:Exception ignored in. None:pytest.PytestUnraisableExceptionWarning')
+  'ignore:Exception ignored in. None:pytest.PytestUnraisableExceptionWarning'
+)
 
 
 def snapshot(path):
-  return sorted((str(p.relative_to(path)), p.stat().st_mtime_ns, p.stat().st_size)
-                for p in path.rglob('*'))
+  return sorted(
+    (str(p.relative_to(path)), p.stat().st_mtime_ns, p.stat().st_size) for p in path.rglob('*')
+  )
 
 
 def train_steps(run_dir):
@@ -40,6 +43,7 @@ def tiny_study(tiny_config):
     config = tiny_config(steps=4, log_every=2, checkpoint_every=4, **train_opts)
     config.init.compare = ('he_normal', 'orthogonal')
     return config
+
   return make
 
 
@@ -50,8 +54,11 @@ def test_changed_study_config_is_refused_before_writing(tiny_study, tmp_path):
   changed = tiny_study()
   changed.optimizer.learning_rate = 0.5  # The issue's rerun: lr changed, study shrunk.
   changed.init.compare = ('he_normal',)
-  with pytest.raises(rundir.RunDirError, match=r'another config \(optimizer.learning_rate: '
-                     r'0.05 -> 0.5\).*only change train.steps.*--force'):
+  with pytest.raises(
+    rundir.RunDirError,
+    match=r'another config \(optimizer.learning_rate: '
+    r'0.05 -> 0.5\).*only change train.steps.*--force',
+  ):
     train.run_study(changed, tmp_path)
   other = resnet_digits.get_config('smoke')  # Another study's config into this workdir.
   other.data.data_dir = config.data.data_dir
@@ -117,8 +124,11 @@ def test_longer_run_resumes_and_accumulates_wall_time(tiny_config, tmp_path):
   assert rundir.read_json(tmp_path / rundir.CONFIG)['train']['steps'] == 12
   assert train_steps(tmp_path) == list(range(1, 13))
   assert {'train/loss', 'eval/accuracy'} <= set(longer['final'])
-  with pytest.raises(rundir.RunDirError, match=r'run of 12 steps, longer than '
-                     r'config.train.steps=8'):
+  with pytest.raises(
+    rundir.RunDirError,
+    match=r'run of 12 steps, longer than '
+    r'config.train.steps=8',
+  ):
     train.run(tiny_config(steps=8), tmp_path)
 
 
@@ -133,8 +143,7 @@ def test_crash_and_rerun_logs_each_step_once(tiny_config, tmp_path):
   summary = train.run(config, tmp_path).summary
   assert summary['resumed_from'] == 4
   assert train_steps(tmp_path) == list(range(1, 13))
-  evals = [r['step'] for r in rundir.read_jsonl(tmp_path / rundir.METRICS)
-           if r['split'] == 'eval']
+  evals = [r['step'] for r in rundir.read_jsonl(tmp_path / rundir.METRICS) if r['split'] == 'eval']
   assert evals == [4, 8, 12]
 
 
@@ -151,15 +160,16 @@ def test_finished_run_without_summary_keeps_train_finals(tiny_config, tmp_path):
 def _tb_steps(tb_dir):
   """(tag, step) of every scalar in the TensorBoard event files, as now on disk."""
   from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
+
   out = []
   for path in sorted(tb_dir.glob('events*')):
     data = path.read_bytes()
     i = 0
     while i + 12 <= len(data):
-      (length,) = struct.unpack('<Q', data[i:i + 8])
+      (length,) = struct.unpack('<Q', data[i : i + 8])
       if i + 12 + length + 4 > len(data):
         break  # A record not (yet) complete on disk.
-      event = event_pb2.Event.FromString(data[i + 12:i + 12 + length])
+      event = event_pb2.Event.FromString(data[i + 12 : i + 12 + length])
       out += [(v.tag, event.step) for v in event.summary.value]
       i += 12 + length + 4
   return out

@@ -1,4 +1,5 @@
 """Paths and config modules shared by the training tests."""
+
 import pathlib
 import sys
 

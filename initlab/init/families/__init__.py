@@ -10,6 +10,7 @@
   poincare    HNN++ Poincaré layers: hnnpp, poincare_identity
 (GG priors live in `initlab.init.gg`.) A new family is a new module here, imported below.
 """
+
 from initlab.init.families import fixup, orthogonal, variance, zero  # noqa: F401
 from initlab.init.families import parametrization  # noqa: F401  (standard, ntk, mup)
 from initlab.init.families import gradinit, lsuv, metainit  # noqa: F401  (data stage)

@@ -7,6 +7,7 @@ blocks/mlp/fc1/kernel (layers, in, out), gets one scale per slice of its stacked
 every layer is scaled on its own. Stacked axes come from the params' logical axis names
 ('layers'), read from the model (`ctx.data.model(params)`): a plain dict has no names.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,12 +21,13 @@ import jax.numpy as jnp
 from initlab.init import tree as tree_lib
 from initlab.init.specs import infer_spec
 
-WEIGHT_ROLES = ("kernel", "embedding")
+WEIGHT_ROLES = ('kernel', 'embedding')
 
 
 @dataclasses.dataclass(frozen=True)
 class Scaled:
   """One scaled tensor: its param path, shape and stacked axes (one scale per slice)."""
+
   path: str
   shape: tuple[int, ...]
   batch_axes: tuple[int, ...]
@@ -43,9 +45,11 @@ class Scaled:
 def data_context(ctx, scheme: str):
   """`ctx.data` (the data stage's `DataContext`); a one-line error naming `scheme` if absent."""
   if ctx is None:
-    raise ValueError(f"init scheme {scheme!r} runs in the data stage and needs ctx.data (a "
-                     "DataContext with the model, batches and loss); got no context")
-  return ctx.require("data", scheme)
+    raise ValueError(
+      f'init scheme {scheme!r} runs in the data stage and needs ctx.data (a '
+      'DataContext with the model, batches and loss); got no context'
+    )
+  return ctx.require('data', scheme)
 
 
 def annotated(data, params):
@@ -76,7 +80,8 @@ def apply_scales(params, tensors: Sequence[Scaled], scales: dict[str, jax.Array]
     t = by_path.get(leaf.path)
     if t is None:
       return leaf.value
-    return (leaf.value * t.broadcast(scales[t.path]).astype(leaf.value.dtype))
+    return leaf.value * t.broadcast(scales[t.path]).astype(leaf.value.dtype)
+
   return tree_lib.map_leaves(visit, params)
 
 
@@ -88,19 +93,21 @@ def slice_norms(params, tensors: Sequence[Scaled]) -> dict[str, jax.Array]:
     x = jnp.square(values[t.path].astype(jnp.float32))
     rest = tuple(a for a in range(len(t.shape)) if a not in t.batch_axes)
     return jnp.sqrt(jnp.sum(x, axis=rest))
+
   return {t.path: norm(t) for t in tensors}
 
 
 def like(new, old):
   """`new` placed in the shardings of `old` (the params a scheme was given)."""
-  return jax.tree.map(lambda n, o: jax.device_put(n, o.sharding) if hasattr(o, "sharding") else n,
-                      new, old)
+  return jax.tree.map(
+    lambda n, o: jax.device_put(n, o.sharding) if hasattr(o, 'sharding') else n, new, old
+  )
 
 
 def batch_at(batches: Sequence[Any], i: int):
   """Batch `i` of `batches`, cycling."""
   if not batches:
-    raise ValueError("the data stage gave no batches (ctx.data.batches is empty)")
+    raise ValueError('the data stage gave no batches (ctx.data.batches is empty)')
   return batches[i % len(batches)]
 
 
@@ -111,5 +118,5 @@ def check_positive(scheme: str, ints: Sequence[str] = (), **values):
     kind = int if name in ints else (int, float)
     ok = isinstance(value, kind) and not isinstance(value, bool)
     if not (ok and value > 0 and math.isfinite(value)):
-      what = "an int" if name in ints else "a number"
-      raise ValueError(f"init scheme {scheme!r}: option {name}={value!r} must be {what} > 0")
+      what = 'an int' if name in ints else 'a number'
+      raise ValueError(f'init scheme {scheme!r}: option {name}={value!r} must be {what} > 0')

@@ -18,6 +18,7 @@ training batches of `ctx.data.batches` (cycled: with the default two, always the
 pair); the loss is the training loss `ctx.data.loss` in train mode (BatchNorm batch
 statistics, as in training).
 """
+
 from __future__ import annotations
 
 import jax
@@ -29,11 +30,12 @@ from initlab.init.families import datastage
 from initlab.init.registry import register_scheme
 from initlab.init.schemes import with_stage
 
-OPTIMIZERS = {"sgd": 2, "adam": 1}   # target optimizer -> p of the gradient-norm constraint
+OPTIMIZERS = {'sgd': 2, 'adam': 1}  # target optimizer -> p of the gradient-norm constraint
 
 
-def objective_fn(ctx_data, tensors, *, inner_lr: float, optimizer: str, gamma: float,
-                 train: bool = True):
+def objective_fn(
+  ctx_data, tensors, *, inner_lr: float, optimizer: str, gamma: float, train: bool = True
+):
   """`(scales, params, batch, next_batch) -> (objective, (grad_norm, loss_after_step))`
   (module docstring); `scales` is `{path: scale_shape array}` for `tensors`."""
   p_norm = OPTIMIZERS[optimizer]
@@ -51,26 +53,39 @@ def objective_fn(ctx_data, tensors, *, inner_lr: float, optimizer: str, gamma: f
     after = jax.tree.map(lambda t, s: t - inner_lr * s.astype(t.dtype), theta, step)
     loss = ctx_data.loss(after, next_batch, train=train)
     return jnp.where(norm > gamma, norm, loss), (norm, loss)
+
   return objective
 
 
-def run(key, params, ctx, *, steps: int = 100, lr: float = 0.01, inner_lr: float = 0.1,
-        optimizer: str = "sgd", gamma: float = 1.0, alpha_min: float = 0.01,
-        train: bool = True):
+def run(
+  key,
+  params,
+  ctx,
+  *,
+  steps: int = 100,
+  lr: float = 0.01,
+  inner_lr: float = 0.1,
+  optimizer: str = 'sgd',
+  gamma: float = 1.0,
+  alpha_min: float = 0.01,
+  train: bool = True,
+):
   """GradInit on `params`; returns `(params, history)`: the new params (in the given
   shardings) and a dict of numpy (steps,) arrays 'objective', 'grad_norm', 'loss' measured
   before each update. `key` is unused (the batches are the context's): deterministic."""
   del key
-  ctx_data = datastage.data_context(ctx, "gradinit")
+  ctx_data = datastage.data_context(ctx, 'gradinit')
   tensors = datastage.scaled_tensors(ctx_data, params)
-  objective = objective_fn(ctx_data, tensors, inner_lr=inner_lr, optimizer=optimizer,
-                           gamma=gamma, train=train)
+  objective = objective_fn(
+    ctx_data, tensors, inner_lr=inner_lr, optimizer=optimizer, gamma=gamma, train=train
+  )
   tx = optax.adam(lr)
 
   @jax.jit
   def step(scales, opt_state, params, batch, next_batch):
     (value, (norm, loss)), d = jax.value_and_grad(objective, has_aux=True)(
-        scales, params, batch, next_batch)
+      scales, params, batch, next_batch
+    )
     updates, opt_state = tx.update(d, opt_state, scales)
     scales = jax.tree.map(lambda s: jnp.maximum(s, alpha_min), optax.apply_updates(scales, updates))
     return scales, opt_state, jnp.stack([value, norm, loss])
@@ -88,11 +103,21 @@ def run(key, params, ctx, *, steps: int = 100, lr: float = 0.01, inner_lr: float
   return datastage.like(out, params), dict(objective=h[:, 0], grad_norm=h[:, 1], loss=h[:, 2])
 
 
-@register_scheme("gradinit", description="GradInit: per-tensor scales minimizing the loss "
-                 "after one optimizer step, gradient norm ≤ γ (Zhu et al. 2021)")
-def gradinit(steps: int = 100, lr: float = 0.01, inner_lr: float = 0.1, optimizer: str = "sgd",
-             gamma: float = 1.0, alpha_min: float = 0.01, train: bool = True,
-             num_batches: int = 2):
+@register_scheme(
+  'gradinit',
+  description='GradInit: per-tensor scales minimizing the loss '
+  'after one optimizer step, gradient norm ≤ γ (Zhu et al. 2021)',
+)
+def gradinit(
+  steps: int = 100,
+  lr: float = 0.01,
+  inner_lr: float = 0.1,
+  optimizer: str = 'sgd',
+  gamma: float = 1.0,
+  alpha_min: float = 0.01,
+  train: bool = True,
+  num_batches: int = 2,
+):
   """GradInit (arXiv 2102.08098, Algorithm 1); data stage.
 
   Args:
@@ -106,12 +131,32 @@ def gradinit(steps: int = 100, lr: float = 0.01, inner_lr: float = 0.1, optimize
     num_batches: training batches the pipeline draws (≥ 2: a step batch and a loss batch).
   """
   if optimizer not in OPTIMIZERS:
-    raise ValueError(f"init scheme 'gradinit': optimizer={optimizer!r}; valid choices: "
-                     f"{', '.join(OPTIMIZERS)}")
-  datastage.check_positive("gradinit", ("steps", "num_batches"), steps=steps, lr=lr, inner_lr=inner_lr, gamma=gamma,
-                           alpha_min=alpha_min, num_batches=num_batches)
+    raise ValueError(
+      f"init scheme 'gradinit': optimizer={optimizer!r}; valid choices: {', '.join(OPTIMIZERS)}"
+    )
+  datastage.check_positive(
+    'gradinit',
+    ('steps', 'num_batches'),
+    steps=steps,
+    lr=lr,
+    inner_lr=inner_lr,
+    gamma=gamma,
+    alpha_min=alpha_min,
+    num_batches=num_batches,
+  )
 
   def scheme(key, params, ctx=None):
-    return run(key, params, ctx, steps=steps, lr=lr, inner_lr=inner_lr, optimizer=optimizer,
-               gamma=gamma, alpha_min=alpha_min, train=train)[0]
-  return with_stage(scheme, "data", num_batches=num_batches)
+    return run(
+      key,
+      params,
+      ctx,
+      steps=steps,
+      lr=lr,
+      inner_lr=inner_lr,
+      optimizer=optimizer,
+      gamma=gamma,
+      alpha_min=alpha_min,
+      train=train,
+    )[0]
+
+  return with_stage(scheme, 'data', num_batches=num_batches)

@@ -19,6 +19,7 @@ call's output is recorded under its kernel's param path. The model runs through 
 scanned LM gives one block per layer holding that layer's slice of the stacked params: slice
 i of blocks/mlp/fc1/kernel is normalized on its own ('blocks/mlp/fc1/kernel[i]').
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -36,13 +37,14 @@ from initlab.init.registry import register_scheme
 from initlab.init.rules import Rules
 from initlab.init.schemes import with_stage
 
+
 def _is_kernel_module(m) -> bool:
-  return isinstance(getattr(m, "kernel", None), nnx.Param)
+  return isinstance(getattr(m, 'kernel', None), nnx.Param)
 
 
 def _call_owner(cls):
   """The class in `cls`'s MRO that defines `__call__`."""
-  return next(c for c in cls.__mro__ if "__call__" in c.__dict__)
+  return next(c for c in cls.__mro__ if '__call__' in c.__dict__)
 
 
 @contextlib.contextmanager
@@ -50,7 +52,7 @@ def _intercept(modules, units: dict[int, tuple[str, int | None]]):
   """Records `(unit, output)` of every call of a module in `units` (id -> unit) in order."""
   record, active = [], set()
   owners = {_call_owner(type(m)) for m in modules}
-  originals = {c: c.__dict__["__call__"] for c in owners}
+  originals = {c: c.__dict__['__call__'] for c in owners}
 
   def wrap(original):
     def call(self, *args, **kwargs):
@@ -64,19 +66,20 @@ def _intercept(modules, units: dict[int, tuple[str, int | None]]):
         active.discard(key)
       record.append((units[key], out))
       return out
+
     return call
 
   for c, original in originals.items():
-    setattr(c, "__call__", wrap(original))
+    setattr(c, '__call__', wrap(original))
   try:
     yield record
   finally:
     for c, original in originals.items():
-      setattr(c, "__call__", original)
+      setattr(c, '__call__', original)
 
 
 def _stages(model):
-  return model.stages(train=False) if hasattr(model, "stages") else [("model", model)]
+  return model.stages(train=False) if hasattr(model, 'stages') else [('model', model)]
 
 
 def layer_outputs(model, x) -> tuple[jax.Array, list[tuple[tuple[str, int | None], jax.Array]]]:
@@ -91,18 +94,20 @@ def layer_outputs(model, x) -> tuple[jax.Array, list[tuple[tuple[str, int | None
   units, modules = {}, []
   for path, m in nnx.iter_modules(model):
     if _is_kernel_module(m):
-      units[id(m)] = ("/".join(map(str, path + ("kernel",))), None)
+      units[id(m)] = ('/'.join(map(str, path + ('kernel',))), None)
       modules.append(m)
   inside = {id(m) for _, m in nnx.iter_modules(model)}
   for name, fn in stages:
     if isinstance(fn, nnx.Module) and id(fn) not in inside:
-      prefix, _, index = name.rpartition("/")
+      prefix, _, index = name.rpartition('/')
       if not index.isdigit():
-        raise ValueError(f"lsuv: stage {name!r} holds a copy of stacked layers but is not "
-                         "named '<prefix>/<layer index>'")
+        raise ValueError(
+          f'lsuv: stage {name!r} holds a copy of stacked layers but is not '
+          "named '<prefix>/<layer index>'"
+        )
       for path, m in nnx.iter_modules(fn):
         if _is_kernel_module(m):
-          units[id(m)] = ("/".join((prefix,) + tuple(map(str, path)) + ("kernel",)), int(index))
+          units[id(m)] = ('/'.join((prefix,) + tuple(map(str, path)) + ('kernel',)), int(index))
           modules.append(m)
   with _intercept(modules, units) as record:
     for _, fn in stages:
@@ -120,7 +125,7 @@ def _pooled(parts):
 
 def unit_name(unit) -> str:
   path, index = unit
-  return path if index is None else f"{path}[{index}]"
+  return path if index is None else f'{path}[{index}]'
 
 
 def _plan(data, params):
@@ -131,11 +136,11 @@ def _plan(data, params):
     logits, record = layer_outputs(data.model(p), data.inputs(data.batches[0]))
     units.extend(unit for unit, _ in record)
     return logits
+
   jax.eval_shape(run, params)
   order = list(dict.fromkeys(units))
   if not order:
-    raise ValueError("lsuv: the model ran no module holding a 'kernel' param; nothing to "
-                     "normalize")
+    raise ValueError("lsuv: the model ran no module holding a 'kernel' param; nothing to normalize")
   slices = {}
   for u, (path, index) in enumerate(order):
     slices.setdefault(path, {})[index] = u
@@ -144,8 +149,9 @@ def _plan(data, params):
 
 def _scaled_params(params, slices, scales):
   """params with kernel `path` (slice i) multiplied by scales[unit index]."""
-  index = {p: sorted(s.items(), key=lambda kv: -1 if kv[0] is None else kv[0])
-           for p, s in slices.items()}
+  index = {
+    p: sorted(s.items(), key=lambda kv: -1 if kv[0] is None else kv[0]) for p, s in slices.items()
+  }
 
   def visit(leaf):
     if leaf.path not in index:
@@ -154,10 +160,13 @@ def _scaled_params(params, slices, scales):
     if entries[0][0] is None:
       return leaf.value * scales[entries[0][1]].astype(leaf.value.dtype)
     if [i for i, _ in entries] != list(range(leaf.shape[0])):
-      raise ValueError(f"lsuv: the stages ran slices {[i for i, _ in entries]} of stacked "
-                       f"{leaf.path!r} (shape {leaf.shape}); every slice must run once")
+      raise ValueError(
+        f'lsuv: the stages ran slices {[i for i, _ in entries]} of stacked '
+        f'{leaf.path!r} (shape {leaf.shape}); every slice must run once'
+      )
     s = jnp.stack([scales[u] for _, u in entries]).astype(leaf.value.dtype)
     return leaf.value * s.reshape((-1,) + (1,) * (leaf.value.ndim - 1))
+
   return tree_lib.map_leaves(visit, params)
 
 
@@ -183,11 +192,15 @@ def _variance_fn(data, order, slices):
         y = y.astype(jnp.float32)
         parts[unit].append((y.size, jnp.mean(y), jnp.var(y)))
     return jnp.stack([_pooled(parts[u]) for u in order])
+
   return jax.jit(variances)
 
 
-@register_scheme("lsuv", description="LSUV: orthogonal, then each layer's output variance "
-                 "scaled to 1 on a batch, in forward order (Mishkin & Matas 2016)")
+@register_scheme(
+  'lsuv',
+  description="LSUV: orthogonal, then each layer's output variance "
+  'scaled to 1 on a batch, in forward order (Mishkin & Matas 2016)',
+)
 def lsuv(tol: float = 0.1, max_iters: int = 10, orthogonal: bool = True, num_batches: int = 1):
   """Layer-sequential unit-variance init (arXiv 1511.06422, Algorithm 1); data stage.
 
@@ -200,16 +213,18 @@ def lsuv(tol: float = 0.1, max_iters: int = 10, orthogonal: bool = True, num_bat
   Layers, outputs and stacked params: see the module docstring. A layer whose output has
   zero or non-finite variance raises a ValueError naming it.
   """
-  datastage.check_positive("lsuv", ("max_iters", "num_batches"), tol=tol, max_iters=max_iters,
-                           num_batches=num_batches)
+  datastage.check_positive(
+    'lsuv', ('max_iters', 'num_batches'), tol=tol, max_iters=max_iters, num_batches=num_batches
+  )
 
   def scheme(key, params, ctx=None):
-    data = datastage.data_context(ctx, "lsuv")
+    data = datastage.data_context(ctx, 'lsuv')
     given = params
     if orthogonal:
-      rules = Rules([(".*", orthogonal_init())], roles=("kernel",))
+      rules = Rules([('.*', orthogonal_init())], roles=('kernel',))
       params = jax.jit(lambda k, p: rules(k, datastage.annotated(data, p)).to_pure_dict())(
-          key, params)
+        key, params
+      )
     order, slices = _plan(data, params)
     variances = _variance_fn(data, order, slices)
     batches = tuple(data.batches)
@@ -220,12 +235,15 @@ def lsuv(tol: float = 0.1, max_iters: int = 10, orthogonal: bool = True, num_bat
           current = np.asarray(variances(params, jnp.asarray(scales), batches))
         v = float(current[u])
         if not (math.isfinite(v) and v > 0):
-          raise ValueError(f"lsuv: layer {unit_name(order[u])!r} has output variance {v} on "
-                           "the batch; cannot scale it to 1")
+          raise ValueError(
+            f'lsuv: layer {unit_name(order[u])!r} has output variance {v} on '
+            'the batch; cannot scale it to 1'
+          )
         if abs(v - 1.0) < tol:
           break
         scales[u] /= math.sqrt(v)
         current = None
     out = jax.jit(lambda p, s: _scaled_params(p, slices, s))(params, jnp.asarray(scales))
     return datastage.like(out, given)
-  return with_stage(scheme, "data", num_batches=num_batches)
+
+  return with_stage(scheme, 'data', num_batches=num_batches)

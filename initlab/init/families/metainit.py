@@ -21,6 +21,7 @@ from the scheme's key; `data='batches'` cycles through `ctx.data.batches` instea
 loss is the training loss `ctx.data.loss` in eval mode (the paper's `model.eval()`).
 A tensor of norm 0 (e.g. a zero-initialized classifier) has no direction and is left as is.
 """
+
 from __future__ import annotations
 
 import jax
@@ -31,10 +32,13 @@ from initlab.init.families import datastage
 from initlab.init.registry import register_scheme
 from initlab.init.schemes import with_stage
 
-DATA = ("synthetic", "batches")
+DATA = ('synthetic', 'batches')
 # (input, label) keys; a graph batch keeps its edges and mask, only features/labels are drawn.
-_KEYS = {"classification": ("image", "label"), "lm": ("inputs", "targets"),
-         "node_classification": ("features", "labels")}
+_KEYS = {
+  'classification': ('image', 'label'),
+  'lm': ('inputs', 'targets'),
+  'node_classification': ('features', 'labels'),
+}
 
 
 def gradient_quotient(loss_fn, params, eps: float = 1e-5) -> jax.Array:
@@ -60,35 +64,47 @@ def synthetic_batches(data, template, num_classes: int):
   x, y = template[inputs_key], template[labels_key]
 
   def constrain(value, like):
-    sharding = getattr(like, "sharding", None)
+    sharding = getattr(like, 'sharding', None)
     if isinstance(sharding, jax.sharding.NamedSharding):
       return jax.lax.with_sharding_constraint(value, sharding)
     return value
 
   def make(key):
     kx, ky = jax.random.split(key)
-    if data.task == "lm":
+    if data.task == 'lm':
       new_x = jax.random.randint(kx, x.shape, 0, num_classes, x.dtype)
     else:
       new_x = jax.random.normal(kx, x.shape, jnp.float32).astype(x.dtype)
     new_y = jax.random.randint(ky, y.shape, 0, num_classes, y.dtype)
     return {**template, inputs_key: constrain(new_x, x), labels_key: constrain(new_y, y)}
+
   return make
 
 
-def run(key, params, ctx, *, steps: int = 500, lr: float = 0.1, momentum: float = 0.9,
-        eps: float = 1e-5, data: str = "synthetic", train: bool = False):
+def run(
+  key,
+  params,
+  ctx,
+  *,
+  steps: int = 500,
+  lr: float = 0.1,
+  momentum: float = 0.9,
+  eps: float = 1e-5,
+  data: str = 'synthetic',
+  train: bool = False,
+):
   """MetaInit on `params`; returns `(params, gq)`: the new params (in the given shardings)
   and the GQ before each step, a numpy float array (steps,)."""
   if data not in DATA:
     raise ValueError(f"init scheme 'metainit': data={data!r}; valid choices: {', '.join(DATA)}")
-  ctx_data = datastage.data_context(ctx, "metainit")
+  ctx_data = datastage.data_context(ctx, 'metainit')
   tensors = datastage.scaled_tensors(ctx_data, params)
   norms = datastage.slice_norms(params, tensors)
   template = datastage.batch_at(ctx_data.batches, 0)
-  if data == "synthetic":
+  if data == 'synthetic':
     num_classes = jax.eval_shape(
-        lambda p, x: ctx_data.apply(p, x), params, ctx_data.inputs(template)).shape[-1]
+      lambda p, x: ctx_data.apply(p, x), params, ctx_data.inputs(template)
+    ).shape[-1]
     make_batch = synthetic_batches(ctx_data, template, num_classes)
 
   def gq_of_scales(scales, params, batch):
@@ -96,7 +112,7 @@ def run(key, params, ctx, *, steps: int = 500, lr: float = 0.1, momentum: float 
     return gradient_quotient(loss, datastage.apply_scales(params, tensors, scales), eps)
 
   @jax.jit
-  def step(scales, memory, params, norms, batch):   # params: arguments, not constants
+  def step(scales, memory, params, norms, batch):  # params: arguments, not constants
     gq, d = jax.value_and_grad(gq_of_scales)(scales, params, batch)
     new_scales, new_memory = {}, {}
     for path, n0 in norms.items():
@@ -104,27 +120,41 @@ def run(key, params, ctx, *, steps: int = 500, lr: float = 0.1, momentum: float 
       m = momentum * memory[path] - lr * jnp.sign(d[path])
       alive = n0 > 0
       new_memory[path] = jnp.where(alive, m, 0.0)
-      new_scales[path] = jnp.where(alive, (scales[path] * n0 + m) / jnp.where(alive, n0, 1.0),
-                                   scales[path])
+      new_scales[path] = jnp.where(
+        alive, (scales[path] * n0 + m) / jnp.where(alive, n0, 1.0), scales[path]
+      )
     return new_scales, new_memory, gq
 
-  batch_fn = jax.jit(make_batch) if data == "synthetic" else None
+  batch_fn = jax.jit(make_batch) if data == 'synthetic' else None
   scales = datastage.ones(tensors)
   memory = {p: jnp.zeros_like(s) for p, s in scales.items()}
   history = []
   for t in range(steps):
-    batch = (batch_fn(jax.random.fold_in(key, t)) if batch_fn is not None
-             else datastage.batch_at(ctx_data.batches, t))
+    batch = (
+      batch_fn(jax.random.fold_in(key, t))
+      if batch_fn is not None
+      else datastage.batch_at(ctx_data.batches, t)
+    )
     scales, memory, gq = step(scales, memory, params, norms, batch)
     history.append(gq)
   out = jax.jit(lambda p, s: datastage.apply_scales(p, tensors, s))(params, scales)
   return datastage.like(out, params), np.asarray(jnp.stack(history)) if history else np.zeros(0)
 
 
-@register_scheme("metainit", description="MetaInit: per-tensor norms by signSGD on the "
-                 "gradient quotient (Dauphin & Schoenholz 2019)")
-def metainit(steps: int = 500, lr: float = 0.1, momentum: float = 0.9, eps: float = 1e-5,
-             data: str = "synthetic", train: bool = False, num_batches: int = 1):
+@register_scheme(
+  'metainit',
+  description='MetaInit: per-tensor norms by signSGD on the '
+  'gradient quotient (Dauphin & Schoenholz 2019)',
+)
+def metainit(
+  steps: int = 500,
+  lr: float = 0.1,
+  momentum: float = 0.9,
+  eps: float = 1e-5,
+  data: str = 'synthetic',
+  train: bool = False,
+  num_batches: int = 1,
+):
   """MetaInit (NeurIPS 2019, Algorithm 1; defaults are the paper's); data stage.
 
   Args:
@@ -138,12 +168,15 @@ def metainit(steps: int = 500, lr: float = 0.1, momentum: float = 0.9, eps: floa
   """
   if data not in DATA:  # Checked here too, so a bad config fails before any data is drawn.
     raise ValueError(f"init scheme 'metainit': data={data!r}; valid choices: {', '.join(DATA)}")
-  datastage.check_positive("metainit", ("steps", "num_batches"), steps=steps, lr=lr, eps=eps,
-                           num_batches=num_batches)
+  datastage.check_positive(
+    'metainit', ('steps', 'num_batches'), steps=steps, lr=lr, eps=eps, num_batches=num_batches
+  )
   if not 0 <= momentum < 1:
     raise ValueError(f"init scheme 'metainit': momentum={momentum!r} must be in [0, 1)")
 
   def scheme(key, params, ctx=None):
-    return run(key, params, ctx, steps=steps, lr=lr, momentum=momentum, eps=eps, data=data,
-               train=train)[0]
-  return with_stage(scheme, "data", num_batches=num_batches)
+    return run(
+      key, params, ctx, steps=steps, lr=lr, momentum=momentum, eps=eps, data=data, train=train
+    )[0]
+
+  return with_stage(scheme, 'data', num_batches=num_batches)

@@ -22,6 +22,7 @@ matrix, so a depthwise conv's centre tap is 1 per channel (the identity).
 The `zero_full` scheme adds the paper's residual rule: the last layer of every residual
 branch is 0 (the paper's rule for ResNets).
 """
+
 from __future__ import annotations
 
 import math
@@ -60,24 +61,28 @@ def zero_matrix(fan_in: int, fan_out: int) -> np.ndarray:
   return (2.0 ** (-m / 2) * _hadamard(m)[:fan_out, :fan_in]).T
 
 
-@register_initializer("zero_hadamard", description="ZerO (Zhao et al. 2022): deterministic "
-                      "identity / normalized-Hadamard, centre tap for convs, per group")
-def zero_hadamard(feature_group_count: int = 1, in_axis: Axes = -2, out_axis: Axes = -1,
-                  batch_axis: Axes = ()):
+@register_initializer(
+  'zero_hadamard',
+  description='ZerO (Zhao et al. 2022): deterministic '
+  'identity / normalized-Hadamard, centre tap for convs, per group',
+)
+def zero_hadamard(
+  feature_group_count: int = 1, in_axis: Axes = -2, out_axis: Axes = -1, batch_axis: Axes = ()
+):
   """ZerO init: deterministic (the key is unused), only zeros and ±2^{-m/2} entries.
 
   The in axes × out axes view is `zero_matrix(in, out)` (per group); conv kernels put it
   on the centre tap of their receptive (spatial) axes, zeros elsewhere. Zeroing the last layer of each residual branch
   is the `zero_full` scheme's rule, not part of this per-tensor init.
   """
-  check_layer_axes("zero_hadamard", batch_axis, feature_group_count)
+  check_layer_axes('zero_hadamard', batch_axis, feature_group_count)
 
   def init(key, shape, dtype=jnp.float32):
     del key
     ndim = len(shape)
     ins, outs = normalize_axes(in_axis, ndim), normalize_axes(out_axis, ndim)
     n_in, n_out = math.prod(shape[a] for a in ins), math.prod(shape[a] for a in outs)
-    per = split_groups("zero_hadamard", n_out, feature_group_count)
+    per = split_groups('zero_hadamard', n_out, feature_group_count)
     mat = np.tile(zero_matrix(n_in, per), (1, feature_group_count))
     receptive = tuple(a for a in range(ndim) if a not in ins + outs)
     full = np.zeros(tuple(shape[a] for a in receptive) + mat.shape)
@@ -85,22 +90,30 @@ def zero_hadamard(feature_group_count: int = 1, in_axis: Axes = -2, out_axis: Ax
     order = receptive + ins + outs
     full = full.reshape(tuple(shape[a] for a in order))
     return jnp.asarray(np.transpose(full, np.argsort(order)), dtype)
+
   return init
 
 
-rename("zero", "zero_hadamard")
+rename('zero', 'zero_hadamard')
 
 
-@register_scheme("zero_full", description="ZerO kernels + last layer of every residual branch 0 "
-                 "(hint residual_final)")
+@register_scheme(
+  'zero_full',
+  description='ZerO kernels + last layer of every residual branch 0 (hint residual_final)',
+)
 def zero_full() -> Scheme:
   """ZerO with its residual rule (arXiv 2110.12661): `zero_hadamard` kernels, and the last
   layer of every residual branch set to 0. Reads hint 'residual_final'."""
+
   def scheme(key, params, ctx=None):
     ctx = ctx or InitContext()
-    rules = Rules([
-        (ctx.hint("residual_final", "zero_full"), jax.nn.initializers.zeros),
-        (".*", get_initializer("zero_hadamard")),
-    ], roles=("kernel",))
+    rules = Rules(
+      [
+        (ctx.hint('residual_final', 'zero_full'), jax.nn.initializers.zeros),
+        ('.*', get_initializer('zero_hadamard')),
+      ],
+      roles=('kernel',),
+    )
     return rules(key, params, ctx)
+
   return scheme
