@@ -25,16 +25,14 @@ from typing import Any, Sequence
 import ml_collections
 from ml_collections import config_dict
 
+from initlab.errors import ConfigError  # Re-exported: config.ConfigError.
+
 SCHEDULES = ('constant', 'cosine', 'warmup_cosine')
 DTYPES = ('float32', 'bfloat16', 'float16', 'float64')
 # Keys checked by their own rules (their schema depends on another value, or several types
 # are valid).
 _FREE_KEYS = ('model', 'init', 'optimizer.kwargs', 'sharding', 'data.graph')
 _NOT_OPTIMIZERS = ('lbfgs', 'scale_by_learning_rate', 'scale_by_rprop')
-
-
-class ConfigError(ValueError):
-  """A config key or value that initlab cannot run with."""
 
 
 def default_config() -> ml_collections.ConfigDict:

@@ -32,7 +32,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from initlab.config import ConfigError
+from initlab.errors import ConfigError
 from initlab.data import registry
 
 TASK = 'node_classification'

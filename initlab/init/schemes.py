@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from initlab.config import ConfigError
+from initlab.errors import ConfigError
 from initlab.init import tree as tree_lib
 
 STAGES = ('param', 'data')

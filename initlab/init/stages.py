@@ -27,7 +27,7 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-from initlab.config import ConfigError
+from initlab.errors import ConfigError
 from initlab.init import registry
 from initlab.init import tree as tree_lib
 from initlab.init.schemes import InitContext, stage_of

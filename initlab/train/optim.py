@@ -16,7 +16,7 @@ import jax
 import ml_collections
 import optax
 
-from initlab import config as config_lib
+from initlab.errors import ConfigError
 from initlab.init import specs
 from initlab.init import tree as tree_lib
 
@@ -119,10 +119,10 @@ def parse_extra(extra) -> list[tuple[str, dict[str, Any]]]:
   """
 
   def bad(i, what):
-    return config_lib.ConfigError(f'config.optimizer.extra[{i}]: {what}')
+    return ConfigError(f'config.optimizer.extra[{i}]: {what}')
 
   if not isinstance(extra, (tuple, list)):
-    raise config_lib.ConfigError(
+    raise ConfigError(
       f'config.optimizer.extra: expected a tuple of transform names or (name, options) '
       f'pairs, got {extra!r}'
     )

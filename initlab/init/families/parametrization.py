@@ -54,6 +54,7 @@ from typing import Any, Callable, Mapping
 import jax
 import optax
 
+from initlab.errors import ConfigError
 from initlab.init import tree as tree_lib
 from initlab.init.schemes import chain
 from initlab.init.specs import LayoutError, infer_spec
@@ -362,14 +363,10 @@ class _Ones(dict):
     return Entry('standard', 0, 0, 0, 0, 1.0, 1.0)
 
 
-def from_config(config, model_config=None) -> Parametrization:
+def from_config(config, model_config) -> Parametrization:
   """The parametrization of a run config (`config.parametrization`; see `initlab.config`) for
-  the model `model_config` (default: `config.model` with the zoo's defaults), as ConfigError."""
-  from initlab import config as config_lib  # pylint: disable=g-import-not-at-top
-
+  the model config `model_config` the run builds; bad values raise ConfigError."""
   p = config.parametrization
-  if model_config is None:
-    model_config = config_lib.full_model_config(config)
   try:
     return from_model_config(
       p.name,
@@ -380,4 +377,4 @@ def from_config(config, model_config=None) -> Parametrization:
       zero_readout=p.zero_readout,
     )
   except ValueError as e:
-    raise config_lib.ConfigError(f'config.{e}') from None
+    raise ConfigError(f'config.{e}') from None
