@@ -52,29 +52,16 @@ def _load():
   return images, bunch.target.astype(np.int64)
 
 
-class Digits(tfds.core.GeneratorBasedBuilder):
+class Digits(sources.EmbeddedBuilder):
   """scikit-learn's 8x8 digits with a fixed stratified 80/20 split."""
 
   name = 'initlab_digits'
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'Initial release.'}
-  # Nothing to download; also skips TFDS's lookup of a checksums file, which
-  # needs the undeclared `importlib_resources` package for packaged builders.
-  url_infos = None
-
-  def _info(self) -> tfds.core.DatasetInfo:
-    return self.dataset_info_from_configs(
-      description=__doc__,
-      features=tfds.features.FeaturesDict(
-        {
-          'image': tfds.features.Tensor(shape=(8, 8, 1), dtype=np.uint8),
-          'label': tfds.features.ClassLabel(num_classes=10),
-        }
-      ),
-      supervised_keys=('image', 'label'),
-      homepage='https://archive.ics.uci.edu/dataset/80',
-      disable_shuffling=True,
-    )
+  FEATURES = {
+    'image': tfds.features.Tensor(shape=(8, 8, 1), dtype=np.uint8),
+    'label': tfds.features.ClassLabel(num_classes=10),
+  }
+  SUPERVISED_KEYS = ('image', 'label')
+  HOMEPAGE = 'https://archive.ics.uci.edu/dataset/80'
 
   def _split_generators(self, dl_manager):
     del dl_manager

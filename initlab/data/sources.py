@@ -7,12 +7,40 @@ mocked with `tfds.testing.mock_data`); nothing is downloaded implicitly.
 """
 
 import os
+import sys
 
 import tensorflow_datasets as tfds
 
 from initlab.data import registry
 
 _FORMAT = 'array_record'
+
+
+class EmbeddedBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """Base of initlab's offline TFDS builders: version 1.0.0, nothing to download.
+
+  A subclass sets `name`, `FEATURES` ({feature name: tfds feature}), `HOMEPAGE`, optionally
+  `SUPERVISED_KEYS`, and the generator methods; its module docstring is the description.
+  Examples keep their order (no shuffling at preparation).
+  """
+
+  VERSION = tfds.core.Version('1.0.0')
+  RELEASE_NOTES = {'1.0.0': 'Initial release.'}
+  # Nothing to download; also skips TFDS's lookup of a checksums file, which
+  # needs the undeclared `importlib_resources` package for packaged builders.
+  url_infos = None
+  FEATURES: dict = {}
+  HOMEPAGE = ''
+  SUPERVISED_KEYS = None
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return self.dataset_info_from_configs(
+      description=sys.modules[type(self).__module__].__doc__,
+      features=tfds.features.FeaturesDict(self.FEATURES),
+      supervised_keys=self.SUPERVISED_KEYS,
+      homepage=self.HOMEPAGE,
+      disable_shuffling=True,
+    )
 
 
 def default_data_dir() -> str:

@@ -49,28 +49,15 @@ def split_bounds(n: int) -> dict[str, tuple[int, int]]:
   return {split: (n * a // 100, n * b // 100) for split, (a, b) in _SPLIT_PERCENT.items()}
 
 
-class TinyShakespeare(tfds.core.GeneratorBasedBuilder):
+class TinyShakespeare(sources.EmbeddedBuilder):
   """Tiny Shakespeare as ordered byte chunks, split 90/5/5 by position."""
 
   name = 'initlab_tiny_shakespeare'
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'Initial release.'}
-  # Nothing to download; also skips TFDS's lookup of a checksums file, which
-  # needs the undeclared `importlib_resources` package for packaged builders.
-  url_infos = None
-
-  def _info(self) -> tfds.core.DatasetInfo:
-    return self.dataset_info_from_configs(
-      description=__doc__,
-      features=tfds.features.FeaturesDict(
-        {
-          'bytes': tfds.features.Tensor(shape=(None,), dtype=np.uint8),
-          'offset': tfds.features.Scalar(dtype=np.int64),
-        }
-      ),
-      homepage='https://github.com/karpathy/char-rnn',
-      disable_shuffling=True,
-    )
+  FEATURES = {
+    'bytes': tfds.features.Tensor(shape=(None,), dtype=np.uint8),
+    'offset': tfds.features.Scalar(dtype=np.int64),
+  }
+  HOMEPAGE = 'https://github.com/karpathy/char-rnn'
 
   def _split_generators(self, dl_manager):
     del dl_manager
