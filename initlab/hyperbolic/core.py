@@ -114,6 +114,33 @@ def _sum_to(g, shape):
   return jnp.sum(g, axis=axes, keepdims=True) if axes else g
 
 
+def custom_op(value, bwd):
+  """`value` as a `jax.custom_vjp` whose residuals are its inputs and whose backward is `bwd`."""
+  op = jax.custom_vjp(value)
+  op.defvjp(lambda *args: (value(*args), args), bwd)
+  return op
+
+
+def dispatch(custom, value, *args):
+  """`custom(*args)`, or plain autodiff of `value(*args)` under `use_custom_vjp(False)`."""
+  return (custom if custom_vjp_enabled() else value)(*args)
+
+
+def _on_ball(custom, value, x, c):
+  """A one-point op: x (..., d) and c cast to their common float dtype, then dispatched."""
+  dt = float_dtype(x)
+  return dispatch(custom, value, jnp.asarray(x, dt), as_curvature(c, dt))
+
+
+def _radial_bwd(v, c, u, g, zg):
+  """Cotangents of y = g(z) v with z = √c‖v‖, given g = g(z) and zg = z g'(z), both (..., 1):
+  v̄ = g u + zg ⟨u,v̂⟩v̂,   c̄ = ⟨u,v⟩ zg/(2c) (the radial term is 0 at v = 0)."""
+  vh = v / norm(v)
+  radial = jnp.where(sqnorm(v) < MIN_NORM**2, 0, zg * _dot(u, vh))
+  gc = _dot(u, v) * zg / (2 * c)
+  return g * u + radial * vh, jnp.sum(gc).astype(c.dtype)
+
+
 # ---- Möbius addition -------------------------------------------------------------------------
 
 
@@ -128,15 +155,6 @@ def _add_terms(x, y, c):
 def _add_fwd_value(x, y, c):
   s, q, bx, by = _add_terms(x, y, c)
   return (bx * s + q * x) / (bx * by + q)
-
-
-@jax.custom_vjp
-def _add_custom(x, y, c):
-  return _add_fwd_value(x, y, c)
-
-
-def _add_fwd(x, y, c):
-  return _add_fwd_value(x, y, c), (x, y, c)
 
 
 def _add_bwd(res, u):
@@ -158,14 +176,14 @@ def _add_bwd(res, u):
   return _sum_to(gx, x.shape), _sum_to(gy, y.shape), jnp.sum(gc).astype(c.dtype)
 
 
-_add_custom.defvjp(_add_fwd, _add_bwd)
+_add_custom = custom_op(_add_fwd_value, _add_bwd)
 
 
 def mobius_add(x, y, c):
   """Möbius addition x ⊕ y on 𝔹ⁿ_c (Ganea et al. 2018, eq. 3). x, y: (..., d), broadcast."""
   dt = float_dtype(x, y)
   x, y, c = jnp.asarray(x, dt), jnp.asarray(y, dt), as_curvature(c, dt)
-  return (_add_custom if custom_vjp_enabled() else _add_fwd_value)(x, y, c)
+  return dispatch(_add_custom, _add_fwd_value, x, y, c)
 
 
 # ---- projection ------------------------------------------------------------------------------
@@ -180,15 +198,6 @@ def _project_value(x, c):
   return jnp.where(n > r, x * (r / n), x)
 
 
-@jax.custom_vjp
-def _project_custom(x, c):
-  return _project_value(x, c)
-
-
-def _project_fwd(x, c):
-  return _project_value(x, c), (x, c)
-
-
 def _project_bwd(res, u):
   # Inside: identity. Outside, y = R x/‖x‖ with R = (1 − ε)/√c:
   #   x̄ = (R/‖x‖)(u − ⟨u,x̂⟩x̂),   c̄ = −⟨u,x̂⟩ R/(2c).
@@ -201,14 +210,12 @@ def _project_bwd(res, u):
   return gx, jnp.sum(gc).astype(c.dtype)
 
 
-_project_custom.defvjp(_project_fwd, _project_bwd)
+_project_custom = custom_op(_project_value, _project_bwd)
 
 
 def project(x, c):
   """Pull x into the closed ball ‖x‖ ≤ (1 − ε)/√c (ε from `proj_eps`); inside points unchanged."""
-  dt = float_dtype(x)
-  x, c = jnp.asarray(x, dt), as_curvature(c, dt)
-  return (_project_custom if custom_vjp_enabled() else _project_value)(x, c)
+  return _on_ball(_project_custom, _project_value, x, c)
 
 
 # ---- exp₀ and log₀ ---------------------------------------------------------------------------
@@ -220,41 +227,23 @@ def _expmap0_value(v, c):
   return (jnp.tanh(z) / z) * v
 
 
-@jax.custom_vjp
-def _expmap0_custom(v, c):
-  return _expmap0_value(v, c)
-
-
-def _expmap0_fwd(v, c):
-  return _expmap0_value(v, c), (v, c)
-
-
 def _expmap0_bwd(res, u):
   # y = g(z) v, g(z) = tanh(z)/z, z = √c‖v‖. With h = sech²z − g(z) (no cancellation problem:
   # it multiplies a unit-direction term, so its absolute error stays at machine ε):
   #   v̄ = g u + h⟨u,v̂⟩v̂,   c̄ = ⟨u,v⟩ h/(2c).
   v, c = res
-  sq = sqnorm(v)
-  n = norm(v)
-  z = jnp.sqrt(c) * n
+  z = jnp.sqrt(c) * norm(v)
   th = jnp.tanh(z)
   g = th / z
-  h = (1 - th * th) - g
-  vh = v / n
-  radial = jnp.where(sq < MIN_NORM**2, 0, h * _dot(u, vh))
-  gv = g * u + radial * vh
-  gc = _dot(u, v) * h / (2 * c)
-  return gv, jnp.sum(gc).astype(c.dtype)
+  return _radial_bwd(v, c, u, g, (1 - th * th) - g)
 
 
-_expmap0_custom.defvjp(_expmap0_fwd, _expmap0_bwd)
+_expmap0_custom = custom_op(_expmap0_value, _expmap0_bwd)
 
 
 def expmap0(v, c):
   """exp₀(v) = tanh(√c‖v‖) v/(√c‖v‖) (Ganea et al. 2018, eq. 13 at x = 0). v: (..., d)."""
-  dt = float_dtype(v)
-  v, c = jnp.asarray(v, dt), as_curvature(c, dt)
-  return (_expmap0_custom if custom_vjp_enabled() else _expmap0_value)(v, c)
+  return _on_ball(_expmap0_custom, _expmap0_value, v, c)
 
 
 def _logmap0_value(y, c):
@@ -264,38 +253,20 @@ def _logmap0_value(y, c):
   return (jnp.arctanh(z) / zr) * y
 
 
-@jax.custom_vjp
-def _logmap0_custom(y, c):
-  return _logmap0_value(y, c)
-
-
-def _logmap0_fwd(y, c):
-  return _logmap0_value(y, c), (y, c)
-
-
 def _logmap0_bwd(res, u):
   # v = h(z) y, h = artanh(z)/z, z = √c‖y‖; A = 1/(1 − z²), or 0 where z is clamped at the top:
   #   ȳ = h u + (A − h)⟨u,ŷ⟩ŷ,   c̄ = ⟨u,y⟩ (A − h)/(2c).
   y, c = res
-  sq = sqnorm(y)
-  n = norm(y)
-  zr = jnp.sqrt(c) * n
-  top = zr > artanh_max(y.dtype)
+  zr = jnp.sqrt(c) * norm(y)
   z = jnp.minimum(zr, artanh_max(y.dtype))
   h = jnp.arctanh(z) / zr
-  a = jnp.where(top, 0, 1 / (1 - z * z))
-  yh = y / n
-  radial = jnp.where(sq < MIN_NORM**2, 0, (a - h) * _dot(u, yh))
-  gy = h * u + radial * yh
-  gc = _dot(u, y) * (a - h) / (2 * c)
-  return gy, jnp.sum(gc).astype(c.dtype)
+  a = jnp.where(zr > artanh_max(y.dtype), 0, 1 / (1 - z * z))
+  return _radial_bwd(y, c, u, h, a - h)
 
 
-_logmap0_custom.defvjp(_logmap0_fwd, _logmap0_bwd)
+_logmap0_custom = custom_op(_logmap0_value, _logmap0_bwd)
 
 
 def logmap0(y, c):
   """log₀(y) = artanh(√c‖y‖) y/(√c‖y‖) (Ganea et al. 2018, eq. 13 at x = 0). y: (..., d)."""
-  dt = float_dtype(y)
-  y, c = jnp.asarray(y, dt), as_curvature(c, dt)
-  return (_logmap0_custom if custom_vjp_enabled() else _logmap0_value)(y, c)
+  return _on_ball(_logmap0_custom, _logmap0_value, y, c)

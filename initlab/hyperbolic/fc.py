@@ -22,14 +22,14 @@ HNN++ for the standard one):
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 from initlab.hyperbolic.core import (
   MIN_NORM,
   as_curvature,
-  custom_vjp_enabled,
+  custom_op,
+  dispatch,
   float_dtype,
   project,
   sqnorm,
@@ -60,15 +60,6 @@ def _core_terms(x, z, r, c):
 def _core_value(x, z, r, c):
   *_, w, d = _core_terms(x, z, r, c)
   return w / d
-
-
-@jax.custom_vjp
-def _core_custom(x, z, r, c):
-  return _core_value(x, z, r, c)
-
-
-def _core_fwd(x, z, r, c):
-  return _core_value(x, z, r, c), (x, z, r, c)
 
 
 def _core_bwd(res, u):
@@ -103,7 +94,7 @@ def _core_bwd(res, u):
   return gx, gz, gr, gc.astype(c.dtype)
 
 
-_core_custom.defvjp(_core_fwd, _core_bwd)
+_core_custom = custom_op(_core_value, _core_bwd)
 
 
 def poincare_fc(x, z, r, c):
@@ -119,8 +110,7 @@ def poincare_fc(x, z, r, c):
       f'poincare_fc: x (..., n), z (n, m), r (m,) expected; got x {x.shape}, '
       f'z {z.shape}, r {r.shape}'
     )
-  core = _core_custom if custom_vjp_enabled() else _core_value
-  return project(core(x, z, r, c), c)
+  return project(dispatch(_core_custom, _core_value, x, z, r, c), c)
 
 
 def identity_kernel(n: int, m: int) -> np.ndarray:
