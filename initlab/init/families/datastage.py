@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from flax import nnx
 import jax
 import jax.numpy as jnp
 
 from initlab.init import tree as tree_lib
+from initlab.init.schemes import with_stage
 from initlab.init.specs import infer_spec
 
 WEIGHT_ROLES = ('kernel', 'embedding')
@@ -102,6 +103,22 @@ def like(new, old):
   return jax.tree.map(
     lambda n, o: jax.device_put(n, o.sharding) if hasattr(o, 'sharding') else n, new, old
   )
+
+
+def scaled_like(params, tensors: Sequence[Scaled], scales: dict[str, jax.Array]):
+  """`apply_scales(params, tensors, scales)`, jitted, in the shardings of `params`."""
+  out = jax.jit(lambda p, s: apply_scales(p, tensors, s))(params, scales)
+  return like(out, params)
+
+
+def stage_scheme(run: Callable, num_batches: int, **options):
+  """The data-stage scheme `(key, params, ctx=None) -> params` drawing `num_batches` training
+  batches: the params of `run(key, params, ctx, **options)`, which returns `(params, history)`."""
+
+  def scheme(key, params, ctx=None):
+    return run(key, params, ctx, **options)[0]
+
+  return with_stage(scheme, 'data', num_batches=num_batches)
 
 
 def batch_at(batches: Sequence[Any], i: int):

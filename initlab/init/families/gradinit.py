@@ -28,7 +28,6 @@ import optax
 
 from initlab.init.families import datastage
 from initlab.init.registry import register_scheme
-from initlab.init.schemes import with_stage
 
 OPTIMIZERS = {'sgd': 2, 'adam': 1}  # target optimizer -> p of the gradient-norm constraint
 
@@ -98,9 +97,9 @@ def run(
     next_batch = datastage.batch_at(ctx_data.batches, 2 * t + 1)
     scales, opt_state, record = step(scales, opt_state, params, batch, next_batch)
     history.append(record)
-  out = jax.jit(lambda p, s: datastage.apply_scales(p, tensors, s))(params, scales)
   h = np.asarray(jnp.stack(history)) if history else np.zeros((0, 3))
-  return datastage.like(out, params), dict(objective=h[:, 0], grad_norm=h[:, 1], loss=h[:, 2])
+  history = dict(objective=h[:, 0], grad_norm=h[:, 1], loss=h[:, 2])
+  return datastage.scaled_like(params, tensors, scales), history
 
 
 @register_scheme(
@@ -130,6 +129,7 @@ def gradinit(
     train: loss in train mode (BatchNorm batch statistics).
     num_batches: training batches the pipeline draws (≥ 2: a step batch and a loss batch).
   """
+  options = dict(locals())  # all of the above, passed on to `run`
   if optimizer not in OPTIMIZERS:
     raise ValueError(
       f"init scheme 'gradinit': optimizer={optimizer!r}; valid choices: {', '.join(OPTIMIZERS)}"
@@ -144,19 +144,4 @@ def gradinit(
     alpha_min=alpha_min,
     num_batches=num_batches,
   )
-
-  def scheme(key, params, ctx=None):
-    return run(
-      key,
-      params,
-      ctx,
-      steps=steps,
-      lr=lr,
-      inner_lr=inner_lr,
-      optimizer=optimizer,
-      gamma=gamma,
-      alpha_min=alpha_min,
-      train=train,
-    )[0]
-
-  return with_stage(scheme, 'data', num_batches=num_batches)
+  return datastage.stage_scheme(run, **options)

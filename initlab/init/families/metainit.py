@@ -30,7 +30,6 @@ import numpy as np
 
 from initlab.init.families import datastage
 from initlab.init.registry import register_scheme
-from initlab.init.schemes import with_stage
 
 DATA = ('synthetic', 'batches')
 # (input, label) keys; a graph batch keeps its edges and mask, only features/labels are drawn.
@@ -137,8 +136,8 @@ def run(
     )
     scales, memory, gq = step(scales, memory, params, norms, batch)
     history.append(gq)
-  out = jax.jit(lambda p, s: datastage.apply_scales(p, tensors, s))(params, scales)
-  return datastage.like(out, params), np.asarray(jnp.stack(history)) if history else np.zeros(0)
+  gq = np.asarray(jnp.stack(history)) if history else np.zeros(0)
+  return datastage.scaled_like(params, tensors, scales), gq
 
 
 @register_scheme(
@@ -166,6 +165,7 @@ def metainit(
     train: evaluate the loss in train mode (BatchNorm batch statistics); the paper uses eval.
     num_batches: training batches the pipeline draws (the shape template for 'synthetic').
   """
+  options = dict(locals())  # all of the above, passed on to `run`
   if data not in DATA:  # Checked here too, so a bad config fails before any data is drawn.
     raise ValueError(f"init scheme 'metainit': data={data!r}; valid choices: {', '.join(DATA)}")
   datastage.check_positive(
@@ -173,10 +173,4 @@ def metainit(
   )
   if not 0 <= momentum < 1:
     raise ValueError(f"init scheme 'metainit': momentum={momentum!r} must be in [0, 1)")
-
-  def scheme(key, params, ctx=None):
-    return run(
-      key, params, ctx, steps=steps, lr=lr, momentum=momentum, eps=eps, data=data, train=train
-    )[0]
-
-  return with_stage(scheme, 'data', num_batches=num_batches)
+  return datastage.stage_scheme(run, **options)
