@@ -132,13 +132,23 @@ def _on_ball(custom, value, x, c):
   return dispatch(custom, value, jnp.asarray(x, dt), as_curvature(c, dt))
 
 
-def _radial_bwd(v, c, u, g, zg):
-  """Cotangents of y = g(z) v with z = √c‖v‖, given g = g(z) and zg = z g'(z), both (..., 1):
-  v̄ = g u + zg ⟨u,v̂⟩v̂,   c̄ = ⟨u,v⟩ zg/(2c) (the radial term is 0 at v = 0)."""
-  vh = v / norm(v)
-  radial = jnp.where(sqnorm(v) < MIN_NORM**2, 0, zg * _dot(u, vh))
-  gc = _dot(u, v) * zg / (2 * c)
-  return g * u + radial * vh, jnp.sum(gc).astype(c.dtype)
+def _radial_op(scales):
+  """`(value, custom)` of y = g(z) v with z = √c‖v‖, from `scales(v, c) -> (g, zg)`, both
+  (..., 1), where zg = z g'(z). Its backward:
+    v̄ = g u + zg ⟨u,v̂⟩v̂,   c̄ = ⟨u,v⟩ zg/(2c) (the radial term is 0 at v = 0)."""
+
+  def value(v, c):
+    return scales(v, c)[0] * v
+
+  def bwd(res, u):
+    v, c = res
+    g, zg = scales(v, c)
+    vh = v / norm(v)
+    radial = jnp.where(sqnorm(v) < MIN_NORM**2, 0, zg * _dot(u, vh))
+    gc = _dot(u, v) * zg / (2 * c)
+    return g * u + radial * vh, jnp.sum(gc).astype(c.dtype)
+
+  return value, custom_op(value, bwd)
 
 
 # ---- Möbius addition -------------------------------------------------------------------------
@@ -221,24 +231,16 @@ def project(x, c):
 # ---- exp₀ and log₀ ---------------------------------------------------------------------------
 
 
-def _expmap0_value(v, c):
-  sc = jnp.sqrt(c)
-  z = sc * norm(v)
-  return (jnp.tanh(z) / z) * v
-
-
-def _expmap0_bwd(res, u):
-  # y = g(z) v, g(z) = tanh(z)/z, z = √c‖v‖. With h = sech²z − g(z) (no cancellation problem:
-  # it multiplies a unit-direction term, so its absolute error stays at machine ε):
-  #   v̄ = g u + h⟨u,v̂⟩v̂,   c̄ = ⟨u,v⟩ h/(2c).
-  v, c = res
+def _expmap0_scales(v, c):
+  # exp₀(v) = g(z) v, g(z) = tanh(z)/z, z = √c‖v‖; z g'(z) = sech²z − g(z) (no cancellation
+  # problem: it multiplies a unit-direction term, so its absolute error stays at machine ε).
   z = jnp.sqrt(c) * norm(v)
   th = jnp.tanh(z)
   g = th / z
-  return _radial_bwd(v, c, u, g, (1 - th * th) - g)
+  return g, (1 - th * th) - g
 
 
-_expmap0_custom = custom_op(_expmap0_value, _expmap0_bwd)
+_expmap0_value, _expmap0_custom = _radial_op(_expmap0_scales)
 
 
 def expmap0(v, c):
@@ -246,25 +248,17 @@ def expmap0(v, c):
   return _on_ball(_expmap0_custom, _expmap0_value, v, c)
 
 
-def _logmap0_value(y, c):
-  sc = jnp.sqrt(c)
-  zr = sc * norm(y)
-  z = jnp.minimum(zr, artanh_max(y.dtype))
-  return (jnp.arctanh(z) / zr) * y
-
-
-def _logmap0_bwd(res, u):
-  # v = h(z) y, h = artanh(z)/z, z = √c‖y‖; A = 1/(1 − z²), or 0 where z is clamped at the top:
-  #   ȳ = h u + (A − h)⟨u,ŷ⟩ŷ,   c̄ = ⟨u,y⟩ (A − h)/(2c).
-  y, c = res
+def _logmap0_scales(y, c):
+  # log₀(y) = h(z) y, h = artanh(z)/z, z = √c‖y‖; z h'(z) = A − h with A = 1/(1 − z²), or 0
+  # where z is clamped at the top.
   zr = jnp.sqrt(c) * norm(y)
   z = jnp.minimum(zr, artanh_max(y.dtype))
   h = jnp.arctanh(z) / zr
   a = jnp.where(zr > artanh_max(y.dtype), 0, 1 / (1 - z * z))
-  return _radial_bwd(y, c, u, h, a - h)
+  return h, a - h
 
 
-_logmap0_custom = custom_op(_logmap0_value, _logmap0_bwd)
+_logmap0_value, _logmap0_custom = _radial_op(_logmap0_scales)
 
 
 def logmap0(y, c):
