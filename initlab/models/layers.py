@@ -99,6 +99,15 @@ def layer_norm(dim: int, *, dtype: Dtype, param_dtype: Dtype, rngs: nnx.Rngs) ->
   )
 
 
+class Staged(nnx.Module):
+  """A model that is its `stages(train)` composed: calling it runs them in order."""
+
+  def __call__(self, x: Array, train: bool = False) -> Array:
+    for _, stage in self.stages(train):
+      x = stage(x)
+    return x
+
+
 class MlpBlock(nnx.Module):
   """Position-wise feed-forward block: (..., dim) -> fc1 -> act -> fc2 -> (..., dim).
 

@@ -49,7 +49,7 @@ def _flatten(x: jax.Array) -> jax.Array:
   default_config=default_config,
   input_spec=lambda c: InputSpec((math.prod(c['input_shape']),)),
 )
-class MLP(nnx.Module):
+class MLP(layers.Staged):
   """(B, H, W, C) images (or (B, features)) -> (B, num_classes) logits."""
 
   def __init__(
@@ -85,11 +85,6 @@ class MLP(nnx.Module):
       for i, layer in enumerate(self.hidden)
     ]
     return out + [('head', lambda x: self.head(_flatten(x)).astype(jnp.float32))]
-
-  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    for _, stage in self.stages(train):
-      x = stage(x)
-    return x
 
   def init_hints(self) -> dict:
     return dict(

@@ -169,7 +169,7 @@ def _data_options(config, meta) -> dict:
   data_options=_data_options,
   presets={f'resnet{d}': dict(depth=d) for d in (20, 32, 44, 56, 110)},
 )
-class ResNet(nnx.Module):
+class ResNet(layers.Staged):
   """(B, H, W, C) images -> (B, num_classes) logits."""
 
   def __init__(
@@ -196,11 +196,6 @@ class ResNet(nnx.Module):
         for i, block in enumerate(stage.blocks)
       ]
     return out + [('head', lambda x: self.head(x.mean(axis=(1, 2))).astype(jnp.float32))]
-
-  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    for _, stage in self.stages(train):
-      x = stage(x)
-    return x
 
   def init_hints(self) -> dict:
     n = len(self.stage1.blocks)

@@ -49,7 +49,7 @@ def default_config() -> ml_collections.ConfigDict:
   default_config=default_config,
   input_spec=lambda c: InputSpec(tuple(c['input_shape'])),
 )
-class ViT(nnx.Module):
+class ViT(layers.Staged):
   """(B, H, W, C) images -> (B, num_classes) logits."""
 
   def __init__(
@@ -135,11 +135,6 @@ class ViT(nnx.Module):
       + [(f'blocks/{i}', b) for i, b in enumerate(self.blocks)]
       + [('head', self.classify)]
     )
-
-  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    for _, stage in self.stages(train):
-      x = stage(x)
-    return x
 
   def init_hints(self) -> dict:
     return dict(
