@@ -226,6 +226,16 @@ def _triangle(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   return i, idx - i * (i - 1) // 2
 
 
+# The generators' seed and `planetoid_masks` split options (`split`: the last three).
+SPLIT_DEFAULTS = dict(seed=0, train_per_class=20, num_val=500, num_test=1000)
+
+
+def _with_split(rng, features, labels, senders, receivers, **split) -> dict[str, np.ndarray]:
+  """The graph dict (`KEYS`) with the `planetoid_masks(rng, labels, **split)` masks."""
+  masks = planetoid_masks(rng, labels, **split)
+  return dict(zip(KEYS, (features, labels, senders, receivers, *masks)))
+
+
 CSBM_DEFAULTS = dict(
   num_nodes=2000,
   num_classes=4,
@@ -233,10 +243,7 @@ CSBM_DEFAULTS = dict(
   p_out=0.002,
   num_features=128,
   signal=1.0,
-  seed=0,
-  train_per_class=20,
-  num_val=500,
-  num_test=1000,
+  **SPLIT_DEFAULTS,
 )
 
 
@@ -249,9 +256,7 @@ def csbm(
   num_features,
   signal,
   seed,
-  train_per_class,
-  num_val,
-  num_test,
+  **split,
 ) -> dict[str, np.ndarray]:
   """Contextual SBM (arXiv 1807.09596, multi-class): the full-batch example.
 
@@ -259,7 +264,7 @@ def csbm(
   pair {i, j} independently with probability p_in if y_i = y_j, else p_out (sampled per block
   pair: Binomial(#pairs, p) distinct pairs). Features: class means mu_c ~ N(0, I/F), x_i =
   signal * mu_{y_i} + g_i with g_i ~ N(0, I/F), so signal is the mean-to-noise norm ratio.
-  Split: `planetoid_masks`.
+  Split: `planetoid_masks` with `split` (train_per_class, num_val, num_test).
   """
   rng = np.random.default_rng(seed)
   labels = rng.permutation(np.arange(num_nodes) % num_classes).astype(np.int32)
@@ -280,8 +285,7 @@ def csbm(
   means = rng.normal(size=(num_classes, num_features)) / np.sqrt(num_features)
   noise = rng.normal(size=(num_nodes, num_features)) / np.sqrt(num_features)
   features = (signal * means[labels] + noise).astype(np.float32)
-  masks = planetoid_masks(rng, labels, train_per_class, num_val, num_test)
-  return dict(zip(KEYS, (features, labels, senders, receivers, *masks)))
+  return _with_split(rng, features, labels, senders, receivers, **split)
 
 
 CHUNG_LU_DEFAULTS = dict(
@@ -293,10 +297,7 @@ CHUNG_LU_DEFAULTS = dict(
   max_degree=300.0,
   active=16,
   signal=0.7,
-  seed=0,
-  train_per_class=20,
-  num_val=500,
-  num_test=1000,
+  **SPLIT_DEFAULTS,
 )
 
 
@@ -322,9 +323,7 @@ def chung_lu(
   active,
   signal,
   seed,
-  train_per_class,
-  num_val,
-  num_test,
+  **split,
 ) -> dict[str, np.ndarray]:
   """Heavy-tailed Chung-Lu graph with sparse binary features: the full-batch example.
 
@@ -334,7 +333,7 @@ def chung_lu(
   E[deg_i] ≈ w_i. Labels: a seeded permutation of `arange(N) % C`, independent of the graph.
   Features: `active` ones per node (fewer if some coincide); each falls with probability
   `signal` in its class's block of F/C consecutive features, else anywhere, uniformly.
-  Split: `planetoid_masks`.
+  Split: `planetoid_masks` with `split` (train_per_class, num_val, num_test).
   """
   rng = np.random.default_rng(seed)
   w = chung_lu_weights(num_nodes, exponent, mean_degree, max_degree)
@@ -348,8 +347,7 @@ def chung_lu(
   cols = np.where(rng.random((num_nodes, active)) < signal, in_block, anywhere)
   features = np.zeros((num_nodes, num_features), np.float32)
   features[np.arange(num_nodes)[:, None], cols] = 1.0
-  masks = planetoid_masks(rng, labels, train_per_class, num_val, num_test)
-  return dict(zip(KEYS, (features, labels, senders, receivers, *masks)))
+  return _with_split(rng, features, labels, senders, receivers, **split)
 
 
 _csbm = _cached(csbm)
