@@ -29,14 +29,19 @@ DIAGNOSTIC_COLUMNS = (
 _DASH = '—'
 
 
+def _mean_std(stat: Mapping[str, Any], spec: str) -> str:
+  """`mean ± std`, both in format `spec`; "± n/a" for one value."""
+  spread = format(stat['std'], spec) if stat['n'] > 1 else 'n/a'
+  return f'{format(stat["mean"], spec)} ± {spread}'
+
+
 def format_stat(stat: Mapping[str, Any] | None, n_seeds: int) -> str:
   """`mean ± std` ("± n/a" for one seed), with the seed count when some seeds lack a value."""
   if stat is None:
     return _DASH
   if stat['n'] == 0:
     return f'nan (0/{n_seeds} finite)'
-  spread = f'{stat["std"]:.4g}' if stat['n'] > 1 else 'n/a'
-  text = f'{stat["mean"]:.4g} ± {spread}'
+  text = _mean_std(stat, '.4g')
   if stat['n'] < n_seeds:
     extra = f', {stat["n_nonfinite"]} non-finite' if stat['n_nonfinite'] else ''
     text += f' (n={stat["n"]}{extra})'
@@ -49,8 +54,7 @@ def format_steps(stat: Mapping[str, Any] | None, n_seeds: int) -> str:
     return _DASH
   if stat['n'] == 0:
     return f'not reached (0/{n_seeds})'
-  spread = f'{stat["std"]:.0f}' if stat['n'] > 1 else 'n/a'
-  return f'{stat["mean"]:.0f} ± {spread} ({stat["n"]}/{n_seeds} reached)'
+  return f'{_mean_std(stat, ".0f")} ({stat["n"]}/{n_seeds} reached)'
 
 
 def format_ci(lo: float, hi: float) -> str:
