@@ -7,6 +7,7 @@ path: not on tree order, on other params, or on the device count. Slice i of a s
 layer alone, and is generated layer by layer to keep temporaries small. This is the one
 place that handles stacked params: initializers only ever see one layer's shape.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -25,7 +26,7 @@ from initlab.init.specs import EMBEDDING_FAN_IN, LayoutError, ParamSpec, infer_r
 
 def path_hash(path: str) -> int:
   """A stable 31-bit hash of a param path (sha256; independent of Python's hash seed)."""
-  return int.from_bytes(hashlib.sha256(path.encode()).digest()[:4], "little") & 0x7FFFFFFF
+  return int.from_bytes(hashlib.sha256(path.encode()).digest()[:4], 'little') & 0x7FFFFFFF
 
 
 def leaf_key(key: jax.Array, path: str) -> jax.Array:
@@ -49,7 +50,7 @@ def _per_slice(init: Callable, spec: ParamSpec, key: jax.Array, shape: tuple[int
   keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n))
   one_slice = lambda k: init(k, inner_shape, dtype)
   mesh = jax.sharding.get_abstract_mesh()
-  if getattr(init, "whole_slice", False) and not mesh.empty and mesh.size > 1:
+  if getattr(init, 'whole_slice', False) and not mesh.empty and mesh.size > 1:
     slices = _spread_slices(one_slice, keys, mesh)
   else:
     slices = jax.lax.map(one_slice, keys)
@@ -69,8 +70,9 @@ def _spread_slices(one_slice: Callable, keys: jax.Array, mesh) -> jax.Array:
   n, devices = keys.shape[0], mesh.size
   padded = keys[jnp.arange(-(-n // devices) * devices) % n]
   spec = jax.sharding.PartitionSpec(tuple(mesh.axis_names))
-  spread = jax.shard_map(lambda k: jax.lax.map(one_slice, k), mesh=mesh, in_specs=spec,
-                         out_specs=spec)
+  spread = jax.shard_map(
+    lambda k: jax.lax.map(one_slice, k), mesh=mesh, in_specs=spec, out_specs=spec
+  )
   return spread(padded)[:n]
 
 
@@ -95,11 +97,19 @@ class Rules:
   back as arrays: that is how sharded init materializes params under `jax.jit`.
   """
 
-  def __init__(self, rules: Sequence[tuple[str, Callable]], *, roles: Sequence[str] | None = None,
-               specs: Mapping[str, ParamSpec] | None = None, strict: bool = True,
-               embedding_fan_in: str = "features"):
+  def __init__(
+    self,
+    rules: Sequence[tuple[str, Callable]],
+    *,
+    roles: Sequence[str] | None = None,
+    specs: Mapping[str, ParamSpec] | None = None,
+    strict: bool = True,
+    embedding_fan_in: str = 'features',
+  ):
     if embedding_fan_in not in EMBEDDING_FAN_IN:
-      raise ValueError(f"Rules(embedding_fan_in={embedding_fan_in!r}); valid choices: {EMBEDDING_FAN_IN}")
+      raise ValueError(
+        f'Rules(embedding_fan_in={embedding_fan_in!r}); valid choices: {EMBEDDING_FAN_IN}'
+      )
     self.embedding_fan_in = embedding_fan_in
     self.rules = [(re.compile(p), init) for p, init in rules]
     self.roles = tuple(roles) if roles is not None else None
@@ -143,8 +153,9 @@ class Rules:
         if not any(pattern.fullmatch(p) for p in candidates):
           shown = sorted(candidates)[:8]
           raise ValueError(
-              f"init rule {pattern.pattern!r} matched no param (roles={self.roles}); "
-              f"params look like: {shown}{' ...' if len(candidates) > 8 else ''}")
+            f'init rule {pattern.pattern!r} matched no param (roles={self.roles}); '
+            f'params look like: {shown}{" ..." if len(candidates) > 8 else ""}'
+          )
 
     def visit(leaf: tree_lib.Leaf):
       init = self.match(leaf.path) if leaf.path in candidates else None
@@ -158,11 +169,13 @@ class Rules:
       else:
         value = (init.bind(spec) if layout else init)(k, leaf.shape, leaf.value.dtype)
       if tuple(value.shape) != leaf.shape:
-        raise ValueError(f"initializer for {leaf.path!r} returned shape {value.shape}, expected {leaf.shape}")
+        raise ValueError(
+          f'initializer for {leaf.path!r} returned shape {value.shape}, expected {leaf.shape}'
+        )
       return jnp.asarray(value, leaf.value.dtype)
 
     return tree_lib.map_leaves(visit, params)
 
   def __repr__(self):
-    body = ", ".join(f"({p.pattern!r}, {i!r})" for p, i in self.rules)
-    return f"Rules([{body}], roles={self.roles})"
+    body = ', '.join(f'({p.pattern!r}, {i!r})' for p, i in self.rules)
+    return f'Rules([{body}], roles={self.roles})'

@@ -8,6 +8,7 @@ device computes only its own shards and no host holds the whole model. With part
 threefry (JAX's default) the values do not depend on the mesh. Meshes, rules and the
 shardings themselves come from `initlab.sharding`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -37,13 +38,19 @@ class ArchitectureChange(ValueError):
 
   def __init__(self, model_config):
     self.model_config = model_config
-    super().__init__("a scheme that changes the architecture returns a new model config; "
-                     "give sharded_init the model it reads as source_fn and the new model as "
-                     "model_fn (a config-driven run does this itself)")
+    super().__init__(
+      'a scheme that changes the architecture returns a new model config; '
+      'give sharded_init the model it reads as source_fn and the new model as '
+      'model_fn (a config-driven run does this itself)'
+    )
 
 
-def init_fn(model_fn: Callable[[nnx.Rngs], nnx.Module], scheme: Callable | None = None,
-            ctx: InitContext | None = None, source_fn: Callable | None = None) -> Callable:
+def init_fn(
+  model_fn: Callable[[nnx.Rngs], nnx.Module],
+  scheme: Callable | None = None,
+  ctx: InitContext | None = None,
+  source_fn: Callable | None = None,
+) -> Callable:
   """The (unjitted) init: `(key, pretrained=None) -> nnx.State` of `model_fn(rngs)`.
 
   Construction gets `fold_in(key, 0)`, the scheme `fold_in(key, 1)` and
@@ -51,6 +58,7 @@ def init_fn(model_fn: Callable[[nnx.Rngs], nnx.Module], scheme: Callable | None 
   With `source_fn`, the scheme reads the params of `source_fn(rngs)` and returns a
   `SchemeResult` whose params become those of `model_fn(rngs)` (the architecture stage).
   """
+
   def init(key, pretrained=None):
     rngs = lambda: nnx.Rngs(jax.random.fold_in(key, 0))
     with nnx.use_eager_sharding(False):
@@ -59,7 +67,7 @@ def init_fn(model_fn: Callable[[nnx.Rngs], nnx.Module], scheme: Callable | None 
         return nnx.state(model)
       source = model if source_fn is None else source_fn(rngs())
     context = ctx if ctx is not None else InitContext()
-    if not context.hints and hasattr(source, "init_hints"):
+    if not context.hints and hasattr(source, 'init_hints'):
       context = dataclasses.replace(context, hints=source.init_hints())
     if pretrained is not None:
       context = dataclasses.replace(context, pretrained=pretrained)
@@ -70,13 +78,20 @@ def init_fn(model_fn: Callable[[nnx.Rngs], nnx.Module], scheme: Callable | None 
       params = params.params
     nnx.update(model, params)
     return nnx.state(model)
+
   return init
 
 
-def sharded_init(model_fn: Callable[[nnx.Rngs], nnx.Module], *, mesh: Mesh,
-                 axis_rules: sharding_lib.AxisRules, scheme: Callable | None = None,
-                 ctx: InitContext | None = None, fsdp_axis: str | None = sharding_lib.AUTO,
-                 source_fn: Callable[[nnx.Rngs], nnx.Module] | None = None):
+def sharded_init(
+  model_fn: Callable[[nnx.Rngs], nnx.Module],
+  *,
+  mesh: Mesh,
+  axis_rules: sharding_lib.AxisRules,
+  scheme: Callable | None = None,
+  ctx: InitContext | None = None,
+  fsdp_axis: str | None = sharding_lib.AUTO,
+  source_fn: Callable[[nnx.Rngs], nnx.Module] | None = None,
+):
   """The jitted init program: returns `(graphdef, init, shardings)` with
   `init(key, pretrained=None) -> state`.
 
@@ -96,21 +111,28 @@ def sharded_init(model_fn: Callable[[nnx.Rngs], nnx.Module], *, mesh: Mesh,
   """
   mesh = sharding_lib.as_auto_mesh(mesh)
   graphdef, abstract_state = abstract_model(model_fn)
-  shardings = sharding_lib.state_shardings(abstract_state, mesh, axis_rules,
-                                           fsdp_axis=fsdp_axis)
+  shardings = sharding_lib.state_shardings(abstract_state, mesh, axis_rules, fsdp_axis=fsdp_axis)
   init = init_fn(model_fn, scheme, ctx, source_fn)
 
-  def traced(key, pretrained=None):   # the mesh is visible to the scheme (`Rules`' whole_slice)
+  def traced(key, pretrained=None):  # the mesh is visible to the scheme (`Rules`' whole_slice)
     with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
       return init(key, pretrained)
+
   return graphdef, jax.jit(traced, out_shardings=shardings), shardings
 
 
-def create_sharded(model_fn: Callable[[nnx.Rngs], nnx.Module], *, mesh: Mesh,
-                   axis_rules: sharding_lib.AxisRules, key: jax.Array,
-                   scheme: Callable | None = None, ctx: InitContext | None = None,
-                   fsdp_axis: str | None = sharding_lib.AUTO) -> nnx.Module:
+def create_sharded(
+  model_fn: Callable[[nnx.Rngs], nnx.Module],
+  *,
+  mesh: Mesh,
+  axis_rules: sharding_lib.AxisRules,
+  key: jax.Array,
+  scheme: Callable | None = None,
+  ctx: InitContext | None = None,
+  fsdp_axis: str | None = sharding_lib.AUTO,
+) -> nnx.Module:
   """`model_fn(rngs)` with every param created directly in its sharding (see `sharded_init`)."""
-  graphdef, init, _ = sharded_init(model_fn, mesh=mesh, axis_rules=axis_rules, scheme=scheme,
-                                   ctx=ctx, fsdp_axis=fsdp_axis)
+  graphdef, init, _ = sharded_init(
+    model_fn, mesh=mesh, axis_rules=axis_rules, scheme=scheme, ctx=ctx, fsdp_axis=fsdp_axis
+  )
   return nnx.merge(graphdef, init(key))

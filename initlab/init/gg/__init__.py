@@ -11,17 +11,52 @@ initializer (GG init), estimate (fits), rate (BackSlash), shaping (DeepShape), r
     small = ii.gg.deepshape(trained)                           # narrower GG on the 2^-13 grid
     w8 = ii.gg.rf8_fake_quant_tree(trained)                    # RF8 round trip
 """
+
 # pylint: disable=g-importing-member
-from initlab.init.gg.estimate import (BETA_GRID, BETA_MAX, BETA_MIN, POOLED, GGFit,
-                                      alpha_from_std, beta_from_ratio, fit, fit_tree, gg_logpdf,
-                                      moment_ratio)
-from initlab.init.gg.initializer import (MODES, fan_size, generalized_gaussian,
-                                         gg_alpha, gg_model, truncation_variance_factor)
-from initlab.init.gg.rate import (BackslashState, backslash, backslash_step, estimate_beta, rate,
-                                  rate_grad)
+from initlab.init.gg.estimate import (
+  BETA_GRID,
+  BETA_MAX,
+  BETA_MIN,
+  POOLED,
+  GGFit,
+  alpha_from_std,
+  beta_from_ratio,
+  fit,
+  fit_tree,
+  gg_logpdf,
+  moment_ratio,
+)
+from initlab.init.gg.initializer import (
+  MODES,
+  fan_size,
+  generalized_gaussian,
+  gg_alpha,
+  gg_model,
+  truncation_variance_factor,
+)
+from initlab.init.gg.rate import (
+  BackslashState,
+  backslash,
+  backslash_step,
+  estimate_beta,
+  rate,
+  rate_grad,
+)
 from initlab.init.gg.report import plot_fits
-from initlab.init.gg.rf8 import (fp8_e4m3_fake_quant, rf8_decode, rf8_encode, rf8_fake_quant,
-                                 rf8_fake_quant_tree, rf8_nbytes, size_table)
+from initlab.init.gg.rf8 import (
+  fp8_e4m3_fake_quant,
+  rf8_decode,
+  rf8_encode,
+  rf8_fake_quant,
+  rf8_fake_quant_tree,
+  rf8_nbytes,
+  size_table,
+)
 from initlab.init.gg.sampling import standard_gg
-from initlab.init.gg.shaping import (DeepShapeInfo, deepshape, deepshape_tensor, grid_entropy,
-                                     grid_half_range)
+from initlab.init.gg.shaping import (
+  DeepShapeInfo,
+  deepshape,
+  deepshape_tensor,
+  grid_entropy,
+  grid_half_range,
+)

@@ -18,6 +18,7 @@ Methods:
          moments for heavy tails and for β ≳ 3, where r(β) is flat.
 Moments are about 0 unless `center=True` (then μ̂ = mean and θ − μ̂ is fitted).
 """
+
 from __future__ import annotations
 
 import math
@@ -31,17 +32,18 @@ from jax.scipy.special import gammaln
 
 from initlab.init import tree as tree_lib
 
-METHODS = ("exact", "grid", "mle")
+METHODS = ('exact', 'grid', 'mle')
 BETA_MIN, BETA_MAX = 0.02, 50.0
-BETA_GRID = np.round(np.arange(10, 300) / 100.0, 2)   # 0.10, 0.11, …, 2.99 (290 entries)
+BETA_GRID = np.round(np.arange(10, 300) / 100.0, 2)  # 0.10, 0.11, …, 2.99 (290 entries)
 MIN_SIZE = 8
-POOLED = "*"
+POOLED = '*'
 _BISECT_STEPS = 60
-_GOLDEN_STEPS = 32      # bracket width 3 → 3·0.618^32 ≈ 6e-7 in log β
+_GOLDEN_STEPS = 32  # bracket width 3 → 3·0.618^32 ≈ 6e-7 in log β
 
 
 class GGFit(NamedTuple):
   """GG(μ, α, β) fit: 0-d arrays (`float(fit.beta)` for a Python number)."""
+
   beta: Any
   alpha: Any
   mu: Any
@@ -56,15 +58,15 @@ def moment_ratio(beta):
   return jnp.exp(_log_ratio(jnp.asarray(beta, jnp.result_type(beta, float))))
 
 
-def beta_from_ratio(rho, method: str = "exact"):
+def beta_from_ratio(rho, method: str = 'exact'):
   """β̂ with r(β̂) = ρ (elementwise; jittable). `exact`: bisection in log β clamped to
   [BETA_MIN, BETA_MAX]; `grid`: nearest r on BETA_GRID (clamped to 0.10…2.99)."""
   rho = jnp.asarray(rho, jnp.result_type(rho, float))
-  if method == "grid":
+  if method == 'grid':
     table = moment_ratio(jnp.asarray(BETA_GRID, rho.dtype))
     idx = jnp.argmin(jnp.abs(rho[..., None] - table), axis=-1)
     return jnp.asarray(BETA_GRID, rho.dtype)[idx]
-  if method != "exact":
+  if method != 'exact':
     raise ValueError(f"beta_from_ratio: method={method!r}; valid choices: ('exact', 'grid')")
   log_rho = jnp.log(rho)
   lo = jnp.full(rho.shape, math.log(BETA_MIN), rho.dtype)
@@ -73,7 +75,7 @@ def beta_from_ratio(rho, method: str = "exact"):
   def step(_, bounds):
     lo, hi = bounds
     mid = 0.5 * (lo + hi)
-    too_small = _log_ratio(jnp.exp(mid)) > log_rho   # r(β) too big ⇒ β too small
+    too_small = _log_ratio(jnp.exp(mid)) > log_rho  # r(β) too big ⇒ β too small
     return jnp.where(too_small, mid, lo), jnp.where(too_small, hi, mid)
 
   lo, hi = jax.lax.fori_loop(0, _BISECT_STEPS, step, (lo, hi))
@@ -91,7 +93,7 @@ def _profile_loglik(log_abs, n, log_beta):
   `log_abs` are the arrays log|θ − μ| (scaled); returns (log-likelihood, log α̂).
   """
   beta = jnp.exp(log_beta)
-  s = sum(jnp.sum(jnp.exp(beta * la)) for la in log_abs) / n   # Σ|y|^β / N (|0|^β = 0)
+  s = sum(jnp.sum(jnp.exp(beta * la)) for la in log_abs) / n  # Σ|y|^β / N (|0|^β = 0)
   log_alpha = (jnp.log(beta) + jnp.log(s)) / beta
   return jnp.log(beta) - math.log(2.0) - log_alpha - gammaln(1.0 / beta) - 1.0 / beta, log_alpha
 
@@ -107,12 +109,18 @@ def _mle_refine(arrays, mu, scale, n, beta0):
 
   def step(_, state):
     a, b, c, d, fc, fd = state
-    left = fc > fd                                  # the maximum is in [a, d]
+    left = fc > fd  # the maximum is in [a, d]
     a, b = jnp.where(left, a, c), jnp.where(left, d, b)
     new = jnp.where(left, b - invphi * (b - a), a + invphi * (b - a))
     f_new = f(new)
-    return (a, b, jnp.where(left, new, d), jnp.where(left, c, new),
-            jnp.where(left, f_new, fd), jnp.where(left, fc, f_new))
+    return (
+      a,
+      b,
+      jnp.where(left, new, d),
+      jnp.where(left, c, new),
+      jnp.where(left, f_new, fd),
+      jnp.where(left, fc, f_new),
+    )
 
   a, b, *_ = jax.lax.fori_loop(0, _GOLDEN_STEPS, step, (a, b, c, d, f(c), f(d)))
   t = 0.5 * (a + b)
@@ -133,35 +141,36 @@ def _fit_and_summary(arrays, method, center):
   s1 = sum(jnp.sum(jnp.abs(x - mu)) for x in arrays)
   s2 = sum(jnp.sum(jnp.square(x - mu)) for x in arrays)
   spread = sum(jnp.sum(jnp.abs(x - arrays[0][0])) for x in arrays)
-  beta = beta_from_ratio(n * s2 / s1**2, "grid" if method == "grid" else "exact")
+  beta = beta_from_ratio(n * s2 / s1**2, 'grid' if method == 'grid' else 'exact')
   sigma = jnp.sqrt(s2 / n)
-  if method == "mle":
+  if method == 'mle':
     beta, alpha = _mle_refine(arrays, mu, sigma, n, beta)
   else:
     alpha = alpha_from_std(beta, sigma)
   return GGFit(beta, alpha, mu), jnp.isfinite(s1 + s2), spread
 
 
-_fit_jit = jax.jit(_fit_and_summary, static_argnames=("method", "center"))
+_fit_jit = jax.jit(_fit_and_summary, static_argnames=('method', 'center'))
 
 
-def _checked_fit(arrays, what: str, min_size: int, method: str = "exact", center: bool = False):
+def _checked_fit(arrays, what: str, min_size: int, method: str = 'exact', center: bool = False):
   """`_fit_jit` with ValueErrors for too few, non-finite or constant values."""
   n = sum(int(np.size(x)) for x in arrays)
   if n < min_size:
-    raise ValueError(f"cannot fit a GG to {what}: {n} values, need at least min_size={min_size}")
+    raise ValueError(f'cannot fit a GG to {what}: {n} values, need at least min_size={min_size}')
   result, finite, spread = _fit_jit(list(arrays), method=method, center=center)
   if not bool(finite):
     bad = sum(int(jnp.sum(~jnp.isfinite(x))) for x in arrays)
-    raise ValueError(f"cannot fit a GG to {what}: {bad} of {n} values are NaN or ±inf")
+    raise ValueError(f'cannot fit a GG to {what}: {bad} of {n} values are NaN or ±inf')
   if float(spread) == 0:
     first = next(x for x in arrays if np.size(x)).ravel()[0]
-    raise ValueError(f"cannot fit a GG to {what}: all {n} values equal {float(first)} "
-                     "(constant input)")
+    raise ValueError(
+      f'cannot fit a GG to {what}: all {n} values equal {float(first)} (constant input)'
+    )
   return result
 
 
-def fit(x, method: str = "exact", *, center: bool = False, min_size: int = MIN_SIZE) -> GGFit:
+def fit(x, method: str = 'exact', *, center: bool = False, min_size: int = MIN_SIZE) -> GGFit:
   """Fits GG(μ, α, β) to the values of `x` (any shape), see the module doc.
 
   Args:
@@ -175,13 +184,13 @@ def fit(x, method: str = "exact", *, center: bool = False, min_size: int = MIN_S
     input (checked when `x` is concrete; under jit there is no check).
   """
   if method not in METHODS:
-    raise ValueError(f"fit: method={method!r}; valid choices: {METHODS}")
+    raise ValueError(f'fit: method={method!r}; valid choices: {METHODS}')
   x = jnp.asarray(x)
   if not jnp.issubdtype(x.dtype, jnp.floating):
     x = x.astype(jnp.float32)
   if isinstance(x, jax.core.Tracer):
     return _fit_arrays([x], method, center)
-  return _checked_fit([x], f"an array of shape {x.shape}", min_size, method, center)
+  return _checked_fit([x], f'an array of shape {x.shape}', min_size, method, center)
 
 
 def select_leaves(params, include: str | None = None) -> list[tree_lib.Leaf]:
@@ -197,8 +206,15 @@ def select_leaves(params, include: str | None = None) -> list[tree_lib.Leaf]:
   return out
 
 
-def fit_tree(params, pooled: bool = False, method: str = "exact", *, include: str | None = None,
-             center: bool = False, min_size: int = MIN_SIZE) -> dict[str, GGFit]:
+def fit_tree(
+  params,
+  pooled: bool = False,
+  method: str = 'exact',
+  *,
+  include: str | None = None,
+  center: bool = False,
+  min_size: int = MIN_SIZE,
+) -> dict[str, GGFit]:
   """GG fits of the leaves of a param tree (NNX state, Linen dict or plain dict).
 
   Args:
@@ -211,21 +227,29 @@ def fit_tree(params, pooled: bool = False, method: str = "exact", *, include: st
     {path: GGFit} (or {"*": GGFit} when pooled).
   """
   if method not in METHODS:
-    raise ValueError(f"fit_tree: method={method!r}; valid choices: {METHODS}")
+    raise ValueError(f'fit_tree: method={method!r}; valid choices: {METHODS}')
   chosen = select_leaves(params, include)
   if not chosen:
-    raise ValueError(f"fit_tree: no float leaf selected (include={include!r}); paths: "
-                     f"{[l.path for l in tree_lib.leaves(params)][:8]}")
+    raise ValueError(
+      f'fit_tree: no float leaf selected (include={include!r}); paths: '
+      f'{[l.path for l in tree_lib.leaves(params)][:8]}'
+    )
   if pooled:
     values = [l.value for l in chosen]
-    return {POOLED: _checked_fit(values, f"the {len(values)} pooled leaves", min_size, method,
-                                 center)}
-  return {l.path: _checked_fit([l.value], f"param {l.path!r} of shape {l.shape}", min_size,
-                               method, center) for l in chosen}
+    return {
+      POOLED: _checked_fit(values, f'the {len(values)} pooled leaves', min_size, method, center)
+    }
+  return {
+    l.path: _checked_fit(
+      [l.value], f'param {l.path!r} of shape {l.shape}', min_size, method, center
+    )
+    for l in chosen
+  }
 
 
 def gg_logpdf(x, fit_: GGFit):
   """log f(x; μ, α, β) = log β − log 2α − lnΓ(1/β) − (|x−μ|/α)^β (the density of the module doc)."""
   beta, alpha, mu = fit_
-  return (jnp.log(beta) - jnp.log(2.0 * alpha) - gammaln(1.0 / beta)
-          - (jnp.abs(x - mu) / alpha) ** beta)
+  return (
+    jnp.log(beta) - jnp.log(2.0 * alpha) - gammaln(1.0 / beta) - (jnp.abs(x - mu) / alpha) ** beta
+  )

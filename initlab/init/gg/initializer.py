@@ -9,6 +9,7 @@ since a GG(0, α, β) has variance α²Γ(3/β)/Γ(1/β) (see `estimate`). β = 
 `ParamSpec` (initlab.init.specs), as `jax.nn.initializers.variance_scaling` computes it: every
 axis that is not an in-, out- or batch axis is a receptive-field axis and multiplies both fans.
 """
+
 from __future__ import annotations
 
 import math
@@ -24,11 +25,12 @@ from initlab.init.rules import Rules
 from initlab.init.specs import EMBEDDING_FAN_IN, ParamSpec, normalize_axes
 
 Axes = int | Sequence[int]
-MODES = ("fan_in", "fan_out", "fan_avg", "torch_shape0")
+MODES = ('fan_in', 'fan_out', 'fan_avg', 'torch_shape0')
 
 
-def fan_size(shape, mode: str = "fan_in", in_axis: Axes = -2, out_axis: Axes = -1,
-             batch_axis: Axes = ()) -> float:
+def fan_size(
+  shape, mode: str = 'fan_in', in_axis: Axes = -2, out_axis: Axes = -1, batch_axis: Axes = ()
+) -> float:
   """The n of `mode` for a tensor of `shape` with these fan axes (`ParamSpec.fans`).
 
   `torch_shape0` is torch's `weight.shape[0]`, the authors' n (out features of Linear/Conv, the
@@ -36,18 +38,20 @@ def fan_size(shape, mode: str = "fan_in", in_axis: Axes = -2, out_axis: Axes = -
   reproducing their code only.
   """
   if mode not in MODES:
-    raise ValueError(f"mode={mode!r}; valid choices: {MODES}")
+    raise ValueError(f'mode={mode!r}; valid choices: {MODES}')
   shape = tuple(int(s) for s in shape)
   if len(shape) < 2:
-    raise ValueError(f"cannot compute fans of a {len(shape)}-D tensor of shape {shape}; "
-                     "GG init needs a kernel with at least (in, out) axes")
+    raise ValueError(
+      f'cannot compute fans of a {len(shape)}-D tensor of shape {shape}; '
+      'GG init needs a kernel with at least (in, out) axes'
+    )
   ins, outs, batch = (normalize_axes(a, len(shape)) for a in (in_axis, out_axis, batch_axis))
-  fan_in, fan_out = ParamSpec("kernel", ins, outs, batch).fans(shape)
-  if mode == "fan_in":
+  fan_in, fan_out = ParamSpec('kernel', ins, outs, batch).fans(shape)
+  if mode == 'fan_in':
     return fan_in
-  if mode == "fan_out":
+  if mode == 'fan_out':
     return fan_out
-  if mode == "fan_avg":
+  if mode == 'fan_avg':
     return (fan_in + fan_out) / 2
   return math.prod(shape[a] for a in outs)
 
@@ -69,23 +73,35 @@ def truncation_variance_factor(beta: float, truncate: float) -> float:
 
 def _check_options(beta, gain, mode, truncate, sampler):
   if not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta > 0):
-    raise ValueError(f"generalized_gaussian: beta={beta!r}; expected a finite float > 0 "
-                     "(0.5 heavy-tailed, 1 Laplace, 2 Gaussian, large → uniform)")
+    raise ValueError(
+      f'generalized_gaussian: beta={beta!r}; expected a finite float > 0 '
+      '(0.5 heavy-tailed, 1 Laplace, 2 Gaussian, large → uniform)'
+    )
   if not (isinstance(gain, (int, float)) and math.isfinite(gain) and gain > 0):
-    raise ValueError(f"generalized_gaussian: gain={gain!r}; expected a finite float > 0 "
-                     "(sqrt(2) for ReLU, 1 for linear/tanh)")
+    raise ValueError(
+      f'generalized_gaussian: gain={gain!r}; expected a finite float > 0 '
+      '(sqrt(2) for ReLU, 1 for linear/tanh)'
+    )
   if mode not in MODES:
-    raise ValueError(f"generalized_gaussian: mode={mode!r}; valid choices: {MODES}")
+    raise ValueError(f'generalized_gaussian: mode={mode!r}; valid choices: {MODES}')
   if truncate is not None and not (math.isfinite(truncate) and truncate > 0):
-    raise ValueError(f"generalized_gaussian: truncate={truncate!r}; expected None or a float > 0")
+    raise ValueError(f'generalized_gaussian: truncate={truncate!r}; expected None or a float > 0')
   if sampler not in sampling.SAMPLERS:
-    raise ValueError(f"generalized_gaussian: sampler={sampler!r}; "
-                     f"valid choices: {sampling.SAMPLERS}")
+    raise ValueError(
+      f'generalized_gaussian: sampler={sampler!r}; valid choices: {sampling.SAMPLERS}'
+    )
 
 
-def generalized_gaussian(beta: float, gain: float = math.sqrt(2.0), mode: str = "fan_in",
-                         truncate: float | None = None, in_axis: Axes = -2, out_axis: Axes = -1,
-                         batch_axis: Axes = (), sampler: str = "auto"):
+def generalized_gaussian(
+  beta: float,
+  gain: float = math.sqrt(2.0),
+  mode: str = 'fan_in',
+  truncate: float | None = None,
+  in_axis: Axes = -2,
+  out_axis: Axes = -1,
+  batch_axis: Axes = (),
+  sampler: str = 'auto',
+):
   """GG initializer: w ~ GG(0, α, β) with Var(w) = gain²/n (arXiv 2506.00486; module doc).
 
   Args:
@@ -111,8 +127,11 @@ def generalized_gaussian(beta: float, gain: float = math.sqrt(2.0), mode: str = 
   _check_options(beta, gain, mode, truncate, sampler)
   beta, gain = float(beta), float(gain)
   kappa = 1.0 if truncate is None else truncation_variance_factor(beta, truncate)
-  bound = None if truncate is None else truncate * math.sqrt(
-      math.exp(math.lgamma(3.0 / beta) - math.lgamma(1.0 / beta)))
+  bound = (
+    None
+    if truncate is None
+    else truncate * math.sqrt(math.exp(math.lgamma(3.0 / beta) - math.lgamma(1.0 / beta)))
+  )
 
   def init(key, shape, dtype=jnp.float32, out_sharding=None):
     del out_sharding  # placement comes from the enclosing jit's out_shardings
@@ -122,16 +141,23 @@ def generalized_gaussian(beta: float, gain: float = math.sqrt(2.0), mode: str = 
     compute = jnp.float64 if jnp.dtype(dtype) == jnp.float64 else jnp.float32
     x = sampling.standard_gg(key, beta, shape, compute, bound=bound, sampler=sampler)
     return (alpha * x).astype(dtype)
+
   return init
 
 
-register_initializer("gg", "generalized_gaussian")(generalized_gaussian)
+register_initializer('gg', 'generalized_gaussian')(generalized_gaussian)
 
 
-@register_scheme("gg_model")
-def gg_model(beta: float = 2.0, gain: float = math.sqrt(2.0), mode: str = "fan_in",
-             truncate: float | None = None, include_embeddings: bool = False,
-             embedding_fan_in: str = "features", sampler: str = "auto"):
+@register_scheme('gg_model')
+def gg_model(
+  beta: float = 2.0,
+  gain: float = math.sqrt(2.0),
+  mode: str = 'fan_in',
+  truncate: float | None = None,
+  include_embeddings: bool = False,
+  embedding_fan_in: str = 'features',
+  sampler: str = 'auto',
+):
   """Whole-model GG init (arXiv 2506.00486; initlab's reading of the authors' `gg_init`).
 
   Kernels get `generalized_gaussian(beta, gain, mode, truncate)` with their own fans; biases and
@@ -145,21 +171,26 @@ def gg_model(beta: float = 2.0, gain: float = math.sqrt(2.0), mode: str = "fan_i
   """
   _check_options(beta, gain, mode, truncate, sampler)
   if embedding_fan_in not in EMBEDDING_FAN_IN:
-    raise ValueError(f"gg_model: embedding_fan_in={embedding_fan_in!r}; "
-                     f"valid choices: {EMBEDDING_FAN_IN}")
+    raise ValueError(
+      f'gg_model: embedding_fan_in={embedding_fan_in!r}; valid choices: {EMBEDDING_FAN_IN}'
+    )
   opts = dict(beta=beta, gain=gain, mode=mode, truncate=truncate, sampler=sampler)
-  kernel = LayoutInitializer("gg", generalized_gaussian, (), opts)
+  kernel = LayoutInitializer('gg', generalized_gaussian, (), opts)
   # shape[0] of (V, D) is the out axis of the default embedding spec (fan_in = D, fan_out = V)
-  embed_spec = "features" if mode == "torch_shape0" else embedding_fan_in
-  groups = [Rules([(".*", kernel)], roles=("kernel",), strict=False),
-            Rules([(".*", jax.nn.initializers.zeros)], roles=("bias", "norm_offset"), strict=False),
-            Rules([(".*", jax.nn.initializers.ones)], roles=("norm_scale",), strict=False)]
+  embed_spec = 'features' if mode == 'torch_shape0' else embedding_fan_in
+  groups = [
+    Rules([('.*', kernel)], roles=('kernel',), strict=False),
+    Rules([('.*', jax.nn.initializers.zeros)], roles=('bias', 'norm_offset'), strict=False),
+    Rules([('.*', jax.nn.initializers.ones)], roles=('norm_scale',), strict=False),
+  ]
   if include_embeddings:
-    groups.append(Rules([(".*", kernel)], roles=("embedding",), strict=False,
-                        embedding_fan_in=embed_spec))
+    groups.append(
+      Rules([('.*', kernel)], roles=('embedding',), strict=False, embedding_fan_in=embed_spec)
+    )
 
   def scheme(key, params, ctx=None):
-    for rules in groups:     # one key for all: leaf keys are path-hashed, so kernels equal "gg"
+    for rules in groups:  # one key for all: leaf keys are path-hashed, so kernels equal "gg"
       params = rules(key, params, ctx)
     return params
+
   return scheme

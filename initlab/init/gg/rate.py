@@ -17,6 +17,7 @@ Two ways to apply it:
     `backslash(unit_step=True)` placed *last* in a chain adds −∇R(θ + u) to the updates u, so
     `optax.apply_updates` gives exactly `backslash_step(apply_updates(θ, u))`.
 """
+
 from __future__ import annotations
 
 import functools
@@ -33,13 +34,13 @@ def _num_params(params) -> int:
   return sum(x.size for x in jax.tree_util.tree_leaves(params))
 
 
-def estimate_beta(params, method: str = "exact"):
+def estimate_beta(params, method: str = 'exact'):
   """Joint shape estimate β̂ over all leaves of `params` (`estimate`, about 0); jittable.
 
   `method` is "exact" or "grid" (the reference's clamped 0.10…2.99 table). NaN when all params
   are zero.
   """
-  if method not in ("exact", "grid"):
+  if method not in ('exact', 'grid'):
     raise ValueError(f"estimate_beta: method={method!r}; valid choices: ('exact', 'grid')")
   return _estimate_beta(params, method)
 
@@ -70,11 +71,13 @@ def rate_grad(params, beta_hat, rdo: float = 2e3, clip: float = 1.0):
     x32 = x.astype(jnp.result_type(x, jnp.float32))
     b = jnp.asarray(beta_hat, x32.dtype)
     return (rdo * b / n * jnp.sign(x32) * (jnp.abs(x32) + clip) ** (b - 1.0)).astype(x.dtype)
+
   return jax.tree_util.tree_map(grad, params)
 
 
-def backslash_step(params, beta_hat=None, rdo: float = 2e3, clip: float = 1.0,
-                   method: str = "exact"):
+def backslash_step(
+  params, beta_hat=None, rdo: float = 2e3, clip: float = 1.0, method: str = 'exact'
+):
   """The authors' unit step θ ← θ − ∇R(θ) (module doc); β̂ = `estimate_beta(params)` if None."""
   if beta_hat is None:
     beta_hat = estimate_beta(params, method)
@@ -83,6 +86,7 @@ def backslash_step(params, beta_hat=None, rdo: float = 2e3, clip: float = 1.0,
 
 class BackslashState(NamedTuple):
   """count: updates seen; beta_hat: the current joint shape estimate."""
+
   count: jax.Array
   beta_hat: jax.Array
 
@@ -94,21 +98,30 @@ def _backslash(rdo, clip, reestimate_every, method, unit_step):
 
   def update_fn(updates, state, params=None):
     if params is None:
-      raise ValueError("backslash needs the params: call update(grads, state, params)")
+      raise ValueError('backslash needs the params: call update(grads, state, params)')
     target = optax.apply_updates(params, updates) if unit_step else params
-    beta = jax.lax.cond(state.count % reestimate_every == 0,
-                        lambda: estimate_beta(target, method), lambda: state.beta_hat)
+    beta = jax.lax.cond(
+      state.count % reestimate_every == 0,
+      lambda: estimate_beta(target, method),
+      lambda: state.beta_hat,
+    )
     beta = jnp.where(jnp.isnan(beta), state.beta_hat, beta).astype(state.beta_hat.dtype)
     g = rate_grad(target, beta, rdo, clip)
     sign = -1.0 if unit_step else 1.0
     updates = jax.tree_util.tree_map(lambda u, gi: (u + sign * gi).astype(u.dtype), updates, g)
     return updates, BackslashState(optax.safe_increment(state.count), beta)
+
   return optax.GradientTransformation(init_fn, update_fn)
 
 
-def backslash(rdo: float = 2e3, clip: float = 1.0, reestimate_every: int = 1,
-              mask: Any | Callable | None = None, method: str = "exact",
-              unit_step: bool = False) -> optax.GradientTransformation:
+def backslash(
+  rdo: float = 2e3,
+  clip: float = 1.0,
+  reestimate_every: int = 1,
+  mask: Any | Callable | None = None,
+  method: str = 'exact',
+  unit_step: bool = False,
+) -> optax.GradientTransformation:
   """BackSlash as an optax transform (sign conventions in the module doc).
 
   Args:
@@ -125,10 +138,10 @@ def backslash(rdo: float = 2e3, clip: float = 1.0, reestimate_every: int = 1,
     A GradientTransformation whose update needs `params`; state `BackslashState`.
   """
   if not (isinstance(reestimate_every, int) and reestimate_every >= 1):
-    raise ValueError(f"backslash: reestimate_every={reestimate_every!r}; expected an int ≥ 1")
-  if method not in ("exact", "grid"):
+    raise ValueError(f'backslash: reestimate_every={reestimate_every!r}; expected an int ≥ 1')
+  if method not in ('exact', 'grid'):
     raise ValueError(f"backslash: method={method!r}; valid choices: ('exact', 'grid')")
   if not clip >= 0:
-    raise ValueError(f"backslash: clip={clip!r}; expected ≥ 0")
+    raise ValueError(f'backslash: clip={clip!r}; expected ≥ 0')
   tx = _backslash(rdo, clip, reestimate_every, method, unit_step)
   return tx if mask is None else optax.masked(tx, mask)

@@ -38,6 +38,7 @@ below the window. A tensor with no finite nonzero value gets bias 0.
 after a per-tensor scale s = amax/448 (amax over finite |w|; the usual FP8 "per-tensor scaling"),
 so the largest |w| maps to E4M3's largest finite value; inf saturates, NaN stays NaN.
 """
+
 from __future__ import annotations
 
 import fractions
@@ -53,10 +54,10 @@ from initlab.init import tree as tree_lib
 from initlab.init.gg import estimate as est
 
 EXP_LEVELS = 16
-NAN_CODE = 0x08                                                   # field 1, code 0
-TOP_MANTISSA = 1.5                                                # code 0 in the top field
+NAN_CODE = 0x08  # field 1, code 0
+TOP_MANTISSA = 1.5  # code 0 in the top field
 MANTISSAS = (0.0, 1.0, 0.75, 1.25, 0.875, 1.125, 0.9375, 1.0625)  # by residual code c
-E4M3_MAX = float(ml_dtypes.finfo(ml_dtypes.float8_e4m3fn).max)    # 448
+E4M3_MAX = float(ml_dtypes.finfo(ml_dtypes.float8_e4m3fn).max)  # 448
 
 
 def _sqrt2_floor(dtype) -> float:
@@ -69,7 +70,7 @@ def _sqrt2_floor(dtype) -> float:
 
 def _round_log2(a):
   """round(log₂ a) for finite a > 0, exactly (ties cannot occur: √2 is irrational)."""
-  f, k = jnp.frexp(a)   # a = f·2^k, f ∈ [0.5, 1)
+  f, k = jnp.frexp(a)  # a = f·2^k, f ∈ [0.5, 1)
   return (k - 1 + (2 * f > _sqrt2_floor(a.dtype))).astype(jnp.int32)
 
 
@@ -85,7 +86,7 @@ def _encode(w):
   finite_nz = jnp.isfinite(w) & (a > 0)
   safe = jnp.where(finite_nz, a, 1.0)
   e1 = _round_log2(safe)
-  r = safe - jnp.ldexp(jnp.ones_like(safe), e1)          # exact residual of |w| (Sterbenz)
+  r = safe - jnp.ldexp(jnp.ones_like(safe), e1)  # exact residual of |w| (Sterbenz)
   e2 = _round_log2(jnp.where(r != 0, jnp.abs(r), 1.0))
   k = e1 - e2
   keep = (r != 0) & (k <= 4)
@@ -93,12 +94,12 @@ def _encode(w):
   # canonical (exponent shift, code): k=1 only happens with r > 0, i.e. 1.5·2^e1 = 0.75·2^(e1+1)
   code = jnp.where(~keep, 1, jnp.where(k == 1, 2, 2 * k - 2 + up.astype(jnp.int32)))
   e = e1 + (keep & (k == 1)).astype(jnp.int32)
-  e_low = e - (code == 2).astype(jnp.int32)              # exponent with the mantissa in (3/4, 3/2]
+  e_low = e - (code == 2).astype(jnp.int32)  # exponent with the mantissa in (3/4, 3/2]
   e_max = jnp.max(jnp.where(finite_nz, e_low, jnp.iinfo(jnp.int32).min))
   bias = jnp.where(jnp.any(finite_nz), e_max - (EXP_LEVELS - 1), 0).astype(jnp.int32)
   field = e - bias
-  top = field == EXP_LEVELS                              # 0.75·2^(e_max+1) = 1.5·2^e_max
-  sat = jnp.isinf(w)                                     # ±inf → the largest value, 1.5·2^e_max
+  top = field == EXP_LEVELS  # 0.75·2^(e_max+1) = 1.5·2^e_max
+  sat = jnp.isinf(w)  # ±inf → the largest value, 1.5·2^e_max
   field = jnp.where(top | sat, EXP_LEVELS - 1, field)
   code = jnp.where(top | sat, 0, code)
   live = (finite_nz & (field >= 0)) | sat
@@ -118,7 +119,7 @@ def rf8_decode(codes, bias, dtype=jnp.float32):
   return _decode(codes, bias, dtype=jnp.dtype(dtype))
 
 
-@functools.partial(jax.jit, static_argnames="dtype")
+@functools.partial(jax.jit, static_argnames='dtype')
 def _decode(codes, bias, *, dtype):
   c = jnp.asarray(codes).astype(jnp.int32)
   compute = jnp.float64 if jnp.dtype(dtype) == jnp.float64 else jnp.float32
@@ -137,27 +138,35 @@ def rf8_fake_quant(w):
   return rf8_decode(*rf8_encode(w), dtype=w.dtype)
 
 
-def rf8_fake_quant_tree(params, include: str | None = ".*"):
+def rf8_fake_quant_tree(params, include: str | None = '.*'):
   """`rf8_fake_quant` on every float leaf whose path fullmatches `include` (default all, as the
   reference applies RF8 to every parameter; None: leaves with ndim ≥ 2)."""
   chosen = {l.path for l in est.select_leaves(params, include)}
   return tree_lib.map_leaves(
-      lambda l: rf8_fake_quant(l.value) if l.path in chosen else l.value, params)
+    lambda l: rf8_fake_quant(l.value) if l.path in chosen else l.value, params
+  )
 
 
-def rf8_nbytes(params, include: str | None = ".*") -> int:
+def rf8_nbytes(params, include: str | None = '.*') -> int:
   """Bytes of the RF8 form of the selected float leaves: 1 per value + 4 (int32 bias) per tensor."""
   chosen = est.select_leaves(params, include)
   return sum(math.prod(l.shape) + 4 for l in chosen)
 
 
-def size_table(params, include: str | None = ".*") -> dict:
+def size_table(params, include: str | None = '.*') -> dict:
   """Sizes in bytes of the selected leaves as float32, bfloat16 and RF8, with ratios."""
   chosen = est.select_leaves(params, include)
   n = sum(math.prod(l.shape) for l in chosen)
   rf8 = rf8_nbytes(params, include)
-  return dict(num_params=n, num_tensors=len(chosen), float32=4 * n, bfloat16=2 * n, rf8=rf8,
-              ratio_vs_float32=rf8 / max(4 * n, 1), ratio_vs_bfloat16=rf8 / max(2 * n, 1))
+  return dict(
+    num_params=n,
+    num_tensors=len(chosen),
+    float32=4 * n,
+    bfloat16=2 * n,
+    rf8=rf8,
+    ratio_vs_float32=rf8 / max(4 * n, 1),
+    ratio_vs_bfloat16=rf8 / max(2 * n, 1),
+  )
 
 
 @jax.jit
@@ -166,7 +175,7 @@ def _e4m3(w):
   finite = jnp.isfinite(x)
   amax = jnp.max(jnp.where(finite, jnp.abs(x), 0))
   scale = jnp.where(amax > 0, amax / E4M3_MAX, 1.0)
-  y = jnp.clip(x / scale, -E4M3_MAX, E4M3_MAX)           # inf → ±448 (E4M3 has no inf)
+  y = jnp.clip(x / scale, -E4M3_MAX, E4M3_MAX)  # inf → ±448 (E4M3 has no inf)
   y = jnp.where(jnp.isnan(x), jnp.nan, y)
   return y.astype(jnp.float8_e4m3fn).astype(x.dtype) * scale
 

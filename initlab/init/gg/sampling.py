@@ -31,6 +31,7 @@ its flat refill pool is not sharded (whole-tensor temporaries on every device).
 "jax": `jax.random.generalized_normal` (through `jax.random.gamma`, 60–100× slower than
 `normal` on CPU): the reference.
 """
+
 from __future__ import annotations
 
 import functools
@@ -42,9 +43,9 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import special
 
-SAMPLERS = ("auto", "icdf", "marsaglia_tsang", "jax")
-ICDF_BETAS = (0.3, 8.0)   # where "auto" picks "icdf" (tested there); else "marsaglia_tsang"
-_OCTAVES, _CELL_BITS = 32, 6   # table: v ∈ [2⁻³², 1) by octave, 2⁶ cells per octave
+SAMPLERS = ('auto', 'icdf', 'marsaglia_tsang', 'jax')
+ICDF_BETAS = (0.3, 8.0)  # where "auto" picks "icdf" (tested there); else "marsaglia_tsang"
+_OCTAVES, _CELL_BITS = 32, 6  # table: v ∈ [2⁻³², 1) by octave, 2⁶ cells per octave
 
 
 @functools.lru_cache(maxsize=64)
@@ -63,11 +64,11 @@ def icdf_table(beta: float) -> np.ndarray:
   for inverse, sign in ((special.gammainccinv, -1.0), (special.gammaincinv, 1.0)):
     ends = []
     for v in (lo, hi):
-      g = inverse(a, v)   # float64
-      slope = sign * math.exp(math.lgamma(a)) / beta * np.exp(g)   # dx/dv = ±1/p(x)
-      ends.append((g ** a, slope * (hi - lo)))
+      g = inverse(a, v)  # float64
+      slope = sign * math.exp(math.lgamma(a)) / beta * np.exp(g)  # dx/dv = ±1/p(x)
+      ends.append((g**a, slope * (hi - lo)))
     (x0, m0), (x1, m1) = ends
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid='ignore'):
       coef = (x0, m0, 3 * (x1 - x0) - 2 * m0 - m1, 2 * (x0 - x1) + m0 + m1)
     rows.append(np.stack(coef, -1).reshape(-1, 4))
   table = np.concatenate(rows)
@@ -86,7 +87,7 @@ def icdf_lookup(table, v, lower):
   return c[..., 0] + t * (c[..., 1] + t * (c[..., 2] + t * c[..., 3]))
 
 
-@functools.partial(jax.jit, static_argnames=("shape",))
+@functools.partial(jax.jit, static_argnames=('shape',))
 def _icdf(key, table, mass, bound, *, shape):
   """float32 draws of `shape`; with mass = F(bound) < 1 conditioned on |X| ≤ bound."""
   bits = jax.random.bits(key, shape, jnp.uint32)
@@ -94,13 +95,13 @@ def _icdf(key, table, mass, bound, *, shape):
   if bound is None:
     lower = (bits >> 30) & 1 == 1
     v = ((bits & (2**30 - 1)).astype(jnp.float32) + 0.5) * 2.0**-31
-  else:   # CDF y = F(b)·u; the half with y > ½ reads Q⁺ at S = 1 − y (exact in float32)
+  else:  # CDF y = F(b)·u; the half with y > ½ reads Q⁺ at S = 1 − y (exact in float32)
     y = mass * (((bits & (2**31 - 1)).astype(jnp.float32) + 0.5) * 2.0**-31)
     lower = y <= 0.5
     v = jnp.maximum(jnp.where(lower, y, 1.0 - y), 2.0**-32)
   x = icdf_lookup(table, v, lower)
   if bound is not None:
-    x = jnp.minimum(x, bound)   # the last cell's rounding
+    x = jnp.minimum(x, bound)  # the last cell's rounding
   return sign * x
 
 
@@ -108,7 +109,7 @@ def _uniform_bits(bits, dtype):
   """Uniforms in the open interval (0, 1) from the top mantissa bits of random words."""
   nmant = jnp.finfo(dtype).nmant
   top = (bits >> (8 * bits.dtype.itemsize - nmant)).astype(dtype)
-  return (top + 0.5) * (2.0 ** -nmant)
+  return (top + 0.5) * (2.0**-nmant)
 
 
 def _fast_proposal(beta, boost: bool) -> Callable:
@@ -134,10 +135,11 @@ def _fast_proposal(beta, boost: bool) -> Callable:
     log_v = 3.0 * jnp.log(jnp.where(ok, t, 1.0))
     v = jnp.exp(log_v)
     ok &= jnp.log(u) < 0.5 * z * z + dd - dd * v + dd * log_v
-    mag = jnp.exp((jnp.log(dd) + log_v) / beta.astype(dtype))   # G^{1/β}, G = d·v
+    mag = jnp.exp((jnp.log(dd) + log_v) / beta.astype(dtype))  # G^{1/β}, G = d·v
     if boost:
-      mag = mag * _uniform_bits(bits[2], dtype)                  # · U  (boost, see module doc)
+      mag = mag * _uniform_bits(bits[2], dtype)  # · U  (boost, see module doc)
     return mag, ok, sign
+
   return propose
 
 
@@ -145,6 +147,7 @@ def _jax_proposal(beta: float) -> Callable:
   def propose(key, n, dtype):
     x = jax.random.generalized_normal(key, beta, (n,), dtype)
     return jnp.abs(x), jnp.ones((n,), bool), jnp.where(x < 0, -1.0, 1.0).astype(dtype)
+
   return propose
 
 
@@ -161,8 +164,9 @@ def _fill(key, propose, n, dtype, bound):
   def compact(keep, values, size, fill):
     """values[keep] moved to the front of a length-`size` array (the rest `fill`)."""
     rank = jnp.cumsum(keep, dtype=jnp.int32) - 1
-    return jnp.full((size,), fill, values.dtype).at[jnp.where(keep, rank, size)].set(
-        values, mode="drop")
+    return (
+      jnp.full((size,), fill, values.dtype).at[jnp.where(keep, rank, size)].set(values, mode='drop')
+    )
 
   def body(state):
     i, mag, ok = state
@@ -171,27 +175,34 @@ def _fill(key, propose, n, dtype, bound):
     good = compact(cand_ok, cand, pool, 0)
     slots = compact(~ok, jnp.arange(n, dtype=jnp.int32), pool, n)  # n: dropped by scatters
     slots = jnp.where(jnp.arange(pool) < jnp.sum(cand_ok), slots, n)
-    mag = mag.at[slots].set(good, mode="drop")
-    ok = ok.at[slots].set(True, mode="drop")
+    mag = mag.at[slots].set(good, mode='drop')
+    ok = ok.at[slots].set(True, mode='drop')
     return i + 1, mag, ok
 
   _, mag, _ = jax.lax.while_loop(cond, body, (jnp.int32(0), mag, ok))
-  return sign * mag   # the sign of a slot is independent of the magnitude that fills it
+  return sign * mag  # the sign of a slot is independent of the magnitude that fills it
 
 
-@functools.partial(jax.jit, static_argnames=("n", "dtype", "boost"))
+@functools.partial(jax.jit, static_argnames=('n', 'dtype', 'boost'))
 def _fast_flat(key, beta, bound, *, n, dtype, boost):
   # β and the bound are traced: one compilation serves every β on the same side of 1.
   return _fill(key, _fast_proposal(beta, boost), n, dtype, bound.astype(dtype))
 
 
-@functools.partial(jax.jit, static_argnames=("beta", "n", "dtype"))
+@functools.partial(jax.jit, static_argnames=('beta', 'n', 'dtype'))
 def _jax_flat(key, bound, *, beta, n, dtype):
   return _fill(key, _jax_proposal(beta), n, dtype, bound.astype(dtype))
 
 
-def standard_gg(key: jax.Array, beta: float, shape, dtype=jnp.float32, *,
-                bound: float | None = None, sampler: str = "auto") -> jax.Array:
+def standard_gg(
+  key: jax.Array,
+  beta: float,
+  shape,
+  dtype=jnp.float32,
+  *,
+  bound: float | None = None,
+  sampler: str = 'auto',
+) -> jax.Array:
   """Draws of X with density β/(2Γ(1/β))·exp(−|x|^β), optionally truncated to |X| ≤ bound.
 
   Args:
@@ -210,23 +221,23 @@ def standard_gg(key: jax.Array, beta: float, shape, dtype=jnp.float32, *,
     β > 1) and reused for every β.
   """
   if sampler not in SAMPLERS:
-    raise ValueError(f"sampler={sampler!r}; valid choices: {SAMPLERS}")
+    raise ValueError(f'sampler={sampler!r}; valid choices: {SAMPLERS}')
   shape = tuple(int(s) for s in shape)
   n = math.prod(shape)
   out_dtype = jax.dtypes.canonicalize_dtype(dtype)
   dtype = out_dtype if out_dtype == jnp.float64 else jnp.dtype(jnp.float32)
-  if sampler == "auto":
+  if sampler == 'auto':
     icdf = dtype == jnp.float32 and ICDF_BETAS[0] <= beta <= ICDF_BETAS[1]
-    sampler = "icdf" if icdf else "marsaglia_tsang"
+    sampler = 'icdf' if icdf else 'marsaglia_tsang'
   if n == 0:
     return jnp.zeros(shape, out_dtype)
-  if sampler == "icdf":
+  if sampler == 'icdf':
     mass = None if bound is None else float(special.gammainc(1.0 / beta, bound**beta))
     x = _icdf(key, icdf_table(float(beta)), mass, bound, shape=shape)
     return x.astype(out_dtype)
   bound = jnp.asarray(math.inf if bound is None else bound, jnp.float32)
   m = _bucket(n)
-  if sampler == "marsaglia_tsang":
+  if sampler == 'marsaglia_tsang':
     beta_arr = jnp.asarray(beta, jnp.float64 if dtype == jnp.float64 else jnp.float32)
     flat = _fast_flat(key, beta_arr, bound, n=m, dtype=dtype, boost=bool(beta > 1.0))
   else:

@@ -35,6 +35,7 @@ Where initlab departs from or fills in the authors' code:
 Vectorized: one stable sort (a single int64 sort of packed (value, index) keys for float32),
 cumsums, a scatter and searchsorted; no loop over bins.
 """
+
 from __future__ import annotations
 
 import functools
@@ -48,18 +49,19 @@ import numpy as np
 from initlab.init import tree as tree_lib
 from initlab.init.gg import estimate as est
 
-LEFTOVERS = ("keep", "spread")
+LEFTOVERS = ('keep', 'spread')
 
 
 class DeepShapeInfo(NamedTuple):
   """What `deepshape` did. α values and μ are in param units, `half_range` T in grid steps."""
-  beta: float          # β̂ of the in-range params before
-  alpha: float         # α̂ before
-  mu: float            # μ_q·2^−b
-  beta_target: float   # β'
+
+  beta: float  # β̂ of the in-range params before
+  alpha: float  # α̂ before
+  mu: float  # μ_q·2^−b
+  beta_target: float  # β'
   alpha_target: float  # α'
-  half_range: int      # T
-  num_in_range: int    # M
+  half_range: int  # T
+  num_in_range: int  # M
 
 
 @jax.jit
@@ -70,7 +72,7 @@ def _packed_argsort(flat):
   single integer array is ~7× faster than `jnp.argsort` (a two-operand float sort). −0 sorts
   before +0. The sorted values are decoded from the keys (no gather).
   """
-  flip = lambda b: b ^ ((b >> 31) & 0x7FFFFFFF)    # an involution; negatives reverse order
+  flip = lambda b: b ^ ((b >> 31) & 0x7FFFFFFF)  # an involution; negatives reverse order
   ordered = flip(jax.lax.bitcast_convert_type(flat, jnp.int32))
   idx = jnp.arange(flat.size, dtype=jnp.int64)
   keys = jnp.sort((ordered.astype(jnp.int64) << 32) | idx)
@@ -102,8 +104,7 @@ def _prepare(flat, grid_bits):
 @functools.partial(jax.jit, static_argnums=2)
 def _first_sparse_bin(q_sorted, adj_minnum, vcap):
   v = jnp.arange(1, vcap + 1, dtype=q_sorted.dtype)
-  counts = (jnp.searchsorted(q_sorted, v, side="right")
-            - jnp.searchsorted(q_sorted, v, side="left"))
+  counts = jnp.searchsorted(q_sorted, v, side='right') - jnp.searchsorted(q_sorted, v, side='left')
   return v[jnp.argmax(counts <= adj_minnum)]
 
 
@@ -125,21 +126,22 @@ def _in_range_moments(s, bound):
   return jnp.sum(inside), jnp.sum(jnp.abs(z)), jnp.sum(z * z), jnp.sum(z)
 
 
-@functools.partial(jax.jit, static_argnames=("tcap", "leftover", "grid_bits", "sizes", "dtype"))
-def _specify(perm, s, q, beta_t, alpha_q, mu_q, half_range, *, tcap, leftover, grid_bits, sizes,
-             dtype):
+@functools.partial(jax.jit, static_argnames=('tcap', 'leftover', 'grid_bits', 'sizes', 'dtype'))
+def _specify(
+  perm, s, q, beta_t, alpha_q, mu_q, half_range, *, tcap, leftover, grid_bits, sizes, dtype
+):
   """The DeepShape map on sorted values; returns the unsorted pieces of `sizes` and M.
 
   Target bins are the offsets x = −tcap…tcap from μ_q; those with |x| > T get count 0.
   """
   x = jnp.arange(-tcap, tcap + 1, dtype=jnp.int32)
   valid = jnp.abs(x) <= half_range
-  p = jnp.where(valid, jnp.exp(-(jnp.abs(x).astype(s.dtype) / alpha_q) ** beta_t), 0)
-  lo = jnp.searchsorted(q, mu_q - half_range, side="left").astype(jnp.int32)
-  m = jnp.searchsorted(q, mu_q + half_range, side="right").astype(jnp.int32) - lo
+  p = jnp.where(valid, jnp.exp(-((jnp.abs(x).astype(s.dtype) / alpha_q) ** beta_t)), 0)
+  lo = jnp.searchsorted(q, mu_q - half_range, side='left').astype(jnp.int32)
+  m = jnp.searchsorted(q, mu_q + half_range, side='right').astype(jnp.int32) - lo
   mp = m * (p / jnp.sum(p))
   counts = jnp.floor(mp).astype(jnp.int32)
-  if leftover == "spread":      # largest remainder: every in-range entry gets a target value
+  if leftover == 'spread':  # largest remainder: every in-range entry gets a target value
     order = jnp.argsort(-(mp - counts), stable=True)
     counts = counts.at[order].add((jnp.arange(x.size) < m - jnp.sum(counts)).astype(jnp.int32))
   cum = jnp.cumsum(counts)
@@ -147,10 +149,10 @@ def _specify(perm, s, q, beta_t, alpha_q, mu_q, half_range, *, tcap, leftover, g
   j = jnp.arange(s.size, dtype=jnp.int32) - lo
   in_block = (j >= 0) & (j < m)
   # bin of in-block position j = #{k: cum[k] ≤ j}: a cumsum of marks at lo + cum (O(N), no search)
-  marks = jnp.zeros(s.size, jnp.int32).at[lo + cum].add(1, mode="drop")
+  marks = jnp.zeros(s.size, jnp.int32).at[lo + cum].add(1, mode='drop')
   target = mu_q + x[jnp.minimum(jnp.cumsum(marks), x.size - 1)]
-  last = mu_q + x[jnp.minimum(jnp.searchsorted(cum, total - 1, side="right"), x.size - 1)]
-  kept = jnp.where(total > 0, jnp.maximum(q, last), q)     # floor leftovers, raised to `last`
+  last = mu_q + x[jnp.minimum(jnp.searchsorted(cum, total - 1, side='right'), x.size - 1)]
+  kept = jnp.where(total > 0, jnp.maximum(q, last), q)  # floor leftovers, raised to `last`
   new_q = jnp.where(in_block, jnp.where(j < total, target, kept), q)
   vals = new_q.astype(s.dtype) * 2.0**-grid_bits
   out = jnp.zeros_like(s).at[perm].set(vals).astype(dtype)
@@ -159,33 +161,52 @@ def _specify(perm, s, q, beta_t, alpha_q, mu_q, half_range, *, tcap, leftover, g
 
 def _reshape(prepared, sizes, dtype, *, beta_t, alpha_q, mu_q, half_range, grid_bits, leftover):
   perm, s, q, _ = prepared
-  return _specify(perm, s, q, jnp.asarray(beta_t, s.dtype), jnp.asarray(alpha_q, s.dtype),
-                  jnp.int32(mu_q), jnp.int32(half_range), tcap=_pow2(half_range),
-                  leftover=leftover, grid_bits=grid_bits, sizes=tuple(sizes), dtype=dtype)
+  return _specify(
+    perm,
+    s,
+    q,
+    jnp.asarray(beta_t, s.dtype),
+    jnp.asarray(alpha_q, s.dtype),
+    jnp.int32(mu_q),
+    jnp.int32(half_range),
+    tcap=_pow2(half_range),
+    leftover=leftover,
+    grid_bits=grid_bits,
+    sizes=tuple(sizes),
+    dtype=dtype,
+  )
 
 
 def _check(leftover, grid_bits, adj_minnum):
   if leftover not in LEFTOVERS:
-    raise ValueError(f"deepshape: leftover={leftover!r}; valid choices: {LEFTOVERS}")
+    raise ValueError(f'deepshape: leftover={leftover!r}; valid choices: {LEFTOVERS}')
   if not (isinstance(grid_bits, int) and 0 <= grid_bits <= 24):
-    raise ValueError(f"deepshape: grid_bits={grid_bits!r}; expected an int in [0, 24]")
+    raise ValueError(f'deepshape: grid_bits={grid_bits!r}; expected an int in [0, 24]')
   if adj_minnum < 0:
-    raise ValueError(f"deepshape: adj_minnum={adj_minnum!r}; expected ≥ 0")
+    raise ValueError(f'deepshape: adj_minnum={adj_minnum!r}; expected ≥ 0')
 
 
 def _prepare_checked(flat, grid_bits, what):
   prepared = _prepare(flat, grid_bits)
   bad, n = int(prepared[3]), flat.size
   if bad:
-    raise ValueError(f"deepshape: {bad} of {n} values of {what} are NaN or ±inf")
+    raise ValueError(f'deepshape: {bad} of {n} values of {what} are NaN or ±inf')
   if n < est.MIN_SIZE or float(prepared[1][0]) == float(prepared[1][-1]):
-    raise ValueError(f"deepshape: {what} is constant or has fewer than {est.MIN_SIZE} values")
+    raise ValueError(f'deepshape: {what} is constant or has fewer than {est.MIN_SIZE} values')
   return prepared
 
 
-def deepshape_tensor(x, beta_target: float, alpha_target: float, mu_target: float = 0.0, *,
-                     half_range: int | None = None, adj_minnum: int = 1000, grid_bits: int = 13,
-                     leftover: str = "keep"):
+def deepshape_tensor(
+  x,
+  beta_target: float,
+  alpha_target: float,
+  mu_target: float = 0.0,
+  *,
+  half_range: int | None = None,
+  adj_minnum: int = 1000,
+  grid_bits: int = 13,
+  leftover: str = 'keep',
+):
   """Histogram specification of the values of `x` onto GG(μ, α', β') on the 2^−b grid.
 
   Args:
@@ -201,19 +222,35 @@ def deepshape_tensor(x, beta_target: float, alpha_target: float, mu_target: floa
   _check(leftover, grid_bits, adj_minnum)
   x = jnp.asarray(x)
   flat = jnp.ravel(x).astype(jnp.result_type(x, jnp.float32))
-  prepared = _prepare_checked(flat, grid_bits, f"an array of shape {x.shape}")
+  prepared = _prepare_checked(flat, grid_bits, f'an array of shape {x.shape}')
   if half_range is None:
     half_range = grid_half_range(prepared[2], adj_minnum)
-  (out,), _ = _reshape(prepared, (flat.size,), x.dtype, beta_t=float(beta_target),
-                       alpha_q=float(alpha_target) * 2.0**grid_bits,
-                       mu_q=int(float(mu_target) * 2.0**grid_bits), half_range=int(half_range),
-                       grid_bits=grid_bits, leftover=leftover)
+  (out,), _ = _reshape(
+    prepared,
+    (flat.size,),
+    x.dtype,
+    beta_t=float(beta_target),
+    alpha_q=float(alpha_target) * 2.0**grid_bits,
+    mu_q=int(float(mu_target) * 2.0**grid_bits),
+    half_range=int(half_range),
+    grid_bits=grid_bits,
+    leftover=leftover,
+  )
   return out.reshape(x.shape)
 
 
-def deepshape(params, shape_scale: float = 0.8, std_scale: float = 0.6, adj_minnum: int = 1000,
-              grid_bits: int = 13, *, include: str | None = ".*", method: str = "exact",
-              leftover: str = "keep", return_info: bool = False):
+def deepshape(
+  params,
+  shape_scale: float = 0.8,
+  std_scale: float = 0.6,
+  adj_minnum: int = 1000,
+  grid_bits: int = 13,
+  *,
+  include: str | None = '.*',
+  method: str = 'exact',
+  leftover: str = 'keep',
+  return_info: bool = False,
+):
   """DeepShape over a param tree (arXiv 2506.00486 v1–v3); see the module doc.
 
   Args:
@@ -231,37 +268,48 @@ def deepshape(params, shape_scale: float = 0.8, std_scale: float = 0.6, adj_minn
     The new params (same tree type, dtypes and shapes), and the info if `return_info`.
   """
   _check(leftover, grid_bits, adj_minnum)
-  if method not in ("exact", "grid"):
+  if method not in ('exact', 'grid'):
     raise ValueError(f"deepshape: method={method!r}; valid choices: ('exact', 'grid')")
   chosen = est.select_leaves(params, include)
   if not chosen:
-    raise ValueError(f"deepshape: no float leaf matches include={include!r}")
+    raise ValueError(f'deepshape: no float leaf matches include={include!r}')
   dtype = jnp.result_type(*[l.value for l in chosen], jnp.float32)
   flat = jnp.concatenate([jnp.ravel(l.value).astype(dtype) for l in chosen])
-  prepared = _prepare_checked(flat, grid_bits, f"the {len(chosen)} pooled leaves")
+  prepared = _prepare_checked(flat, grid_bits, f'the {len(chosen)} pooled leaves')
   half_range = grid_half_range(prepared[2], adj_minnum)
   n, s1, s2, s0 = (float(v) for v in _in_range_moments(prepared[1], half_range * 2.0**-grid_bits))
   if n < est.MIN_SIZE or s1 == 0:
     raise ValueError(
-        f"deepshape: {int(n)} values ({'all zero' if s1 == 0 else 'too few'}) lie in the fitted "
-        f"range |θ| ≤ T·2^-{grid_bits} with T={half_range} (adj_minnum={adj_minnum}); the grid "
-        "is too fine for this many params: lower grid_bits or raise adj_minnum")
+      f'deepshape: {int(n)} values ({"all zero" if s1 == 0 else "too few"}) lie in the fitted '
+      f'range |θ| ≤ T·2^-{grid_bits} with T={half_range} (adj_minnum={adj_minnum}); the grid '
+      'is too fine for this many params: lower grid_bits or raise adj_minnum'
+    )
   beta = float(est.beta_from_ratio(n * s2 / s1**2, method))
   alpha = float(est.alpha_from_std(beta, math.sqrt(s2 / n)))
   mu_q = int(s0 / n * 2.0**grid_bits)
   beta_t, alpha_t = shape_scale * beta, std_scale * alpha
   sizes = [math.prod(l.shape) for l in chosen]
-  pieces, m = _reshape(prepared, sizes, dtype, beta_t=beta_t, alpha_q=alpha_t * 2.0**grid_bits,
-                       mu_q=mu_q, half_range=half_range, grid_bits=grid_bits, leftover=leftover)
+  pieces, m = _reshape(
+    prepared,
+    sizes,
+    dtype,
+    beta_t=beta_t,
+    alpha_q=alpha_t * 2.0**grid_bits,
+    mu_q=mu_q,
+    half_range=half_range,
+    grid_bits=grid_bits,
+    leftover=leftover,
+  )
   new = {l.path: p.reshape(l.shape).astype(l.value.dtype) for l, p in zip(chosen, pieces)}
   out = tree_lib.map_leaves(lambda l: new.get(l.path, l.value), params)
   if not return_info:
     return out
-  return out, DeepShapeInfo(beta, alpha, mu_q * 2.0**-grid_bits, beta_t, alpha_t, half_range,
-                            int(m))
+  return out, DeepShapeInfo(
+    beta, alpha, mu_q * 2.0**-grid_bits, beta_t, alpha_t, half_range, int(m)
+  )
 
 
-def grid_entropy(params, grid_bits: int = 13, include: str | None = ".*") -> float:
+def grid_entropy(params, grid_bits: int = 13, include: str | None = '.*') -> float:
   """Empirical entropy (bits/param) of q = round(θ·2^b) pooled over the selected leaves."""
   chosen = est.select_leaves(params, include)
   flat = jnp.concatenate([jnp.ravel(l.value).astype(jnp.float32) for l in chosen])
@@ -271,5 +319,5 @@ def grid_entropy(params, grid_bits: int = 13, include: str | None = ".*") -> flo
 @functools.partial(jax.jit, static_argnums=1)
 def _entropy(flat, grid_bits):
   q = jnp.sort(jnp.round(flat * 2.0**grid_bits).astype(jnp.int32))
-  counts = jnp.searchsorted(q, q, side="right") - jnp.searchsorted(q, q, side="left")
-  return -jnp.mean(jnp.log2(counts / q.size))   # each entry adds log2 p of its own value
+  counts = jnp.searchsorted(q, q, side='right') - jnp.searchsorted(q, q, side='left')
+  return -jnp.mean(jnp.log2(counts / q.size))  # each entry adds log2 p of its own value
