@@ -2,7 +2,7 @@ r"""Quickstart study: 4 init schemes x 3 seeds of a ReLU MLP on the 8x8 digits (
 
     python -m initlab.main --config=configs/quickstart.py --workdir=runs/quickstart
 
-About 3 minutes on 2 CPU cores; re-running the command resumes a killed study. Then read
+Measured time: README.md, 'Measured'. Re-running the command resumes a killed study. Then read
 runs/quickstart/report.md. Arguments (`--config=configs/quickstart.py:smoke`):
   smoke: seconds on a CPU (2 schemes x 2 seeds, 30 steps); used by the tests.
 Any key can be overridden, e.g. `--config.train.steps=500 --config.init.compare="('orthogonal',)"`.
