@@ -11,7 +11,9 @@ every layer is scaled on its own. Stacked axes come from the params' logical axi
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
+import types
 from typing import Any, Callable, Sequence
 
 from flax import nnx
@@ -109,6 +111,15 @@ def scaled_like(params, tensors: Sequence[Scaled], scales: dict[str, jax.Array])
   """`apply_scales(params, tensors, scales)`, jitted, in the shardings of `params`."""
   out = jax.jit(lambda p, s: apply_scales(p, tensors, s))(params, scales)
   return like(out, params)
+
+
+def options_of(factory: Callable, options: dict[str, Any]) -> types.SimpleNamespace:
+  """`options` over the defaults of the scheme `factory`, as attributes: a scheme's `run` takes
+  the factory's options, so they and their defaults are written once (a TypeError names an
+  option the factory does not take)."""
+  bound = inspect.signature(factory).bind(**options)
+  bound.apply_defaults()
+  return types.SimpleNamespace(**bound.arguments)
 
 
 def stage_scheme(run: Callable, num_batches: int, **options):

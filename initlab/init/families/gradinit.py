@@ -56,29 +56,19 @@ def objective_fn(
   return objective
 
 
-def run(
-  key,
-  params,
-  ctx,
-  *,
-  steps: int = 100,
-  lr: float = 0.01,
-  inner_lr: float = 0.1,
-  optimizer: str = 'sgd',
-  gamma: float = 1.0,
-  alpha_min: float = 0.01,
-  train: bool = True,
-):
-  """GradInit on `params`; returns `(params, history)`: the new params (in the given
-  shardings) and a dict of numpy (steps,) arrays 'objective', 'grad_norm', 'loss' measured
-  before each update. `key` is unused (the batches are the context's): deterministic."""
+def run(key, params, ctx, **options):
+  """GradInit on `params` with the options of `gradinit` (its defaults; `num_batches` is the
+  pipeline's); returns `(params, history)`: the new params (in the given shardings) and a
+  dict of numpy (steps,) arrays 'objective', 'grad_norm', 'loss' measured before each update.
+  `key` is unused (the batches are the context's): deterministic."""
   del key
+  o = datastage.options_of(gradinit, options)
   ctx_data = datastage.data_context(ctx, 'gradinit')
   tensors = datastage.scaled_tensors(ctx_data, params)
   objective = objective_fn(
-    ctx_data, tensors, inner_lr=inner_lr, optimizer=optimizer, gamma=gamma, train=train
+    ctx_data, tensors, inner_lr=o.inner_lr, optimizer=o.optimizer, gamma=o.gamma, train=o.train
   )
-  tx = optax.adam(lr)
+  tx = optax.adam(o.lr)
 
   @jax.jit
   def step(scales, opt_state, params, batch, next_batch):
@@ -86,13 +76,15 @@ def run(
       scales, params, batch, next_batch
     )
     updates, opt_state = tx.update(d, opt_state, scales)
-    scales = jax.tree.map(lambda s: jnp.maximum(s, alpha_min), optax.apply_updates(scales, updates))
+    scales = jax.tree.map(
+      lambda s: jnp.maximum(s, o.alpha_min), optax.apply_updates(scales, updates)
+    )
     return scales, opt_state, jnp.stack([value, norm, loss])
 
   scales = datastage.ones(tensors)
   opt_state = tx.init(scales)
   history = []
-  for t in range(steps):
+  for t in range(o.steps):
     batch = datastage.batch_at(ctx_data.batches, 2 * t)
     next_batch = datastage.batch_at(ctx_data.batches, 2 * t + 1)
     scales, opt_state, record = step(scales, opt_state, params, batch, next_batch)

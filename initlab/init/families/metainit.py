@@ -80,20 +80,12 @@ def synthetic_batches(data, template, num_classes: int):
   return make
 
 
-def run(
-  key,
-  params,
-  ctx,
-  *,
-  steps: int = 500,
-  lr: float = 0.1,
-  momentum: float = 0.9,
-  eps: float = 1e-5,
-  data: str = 'synthetic',
-  train: bool = False,
-):
-  """MetaInit on `params`; returns `(params, gq)`: the new params (in the given shardings)
-  and the GQ before each step, a numpy float array (steps,)."""
+def run(key, params, ctx, **options):
+  """MetaInit on `params` with the options of `metainit` (its defaults; `num_batches` is the
+  pipeline's); returns `(params, gq)`: the new params (in the given shardings) and the GQ
+  before each step, a numpy float array (steps,)."""
+  o = datastage.options_of(metainit, options)
+  data, steps, lr, momentum = o.data, o.steps, o.lr, o.momentum
   if data not in DATA:
     raise ValueError(f"init scheme 'metainit': data={data!r}; valid choices: {', '.join(DATA)}")
   ctx_data = datastage.data_context(ctx, 'metainit')
@@ -107,8 +99,8 @@ def run(
     make_batch = synthetic_batches(ctx_data, template, num_classes)
 
   def gq_of_scales(scales, params, batch):
-    loss = lambda p: ctx_data.loss(p, batch, train=train)
-    return gradient_quotient(loss, datastage.apply_scales(params, tensors, scales), eps)
+    loss = lambda p: ctx_data.loss(p, batch, train=o.train)
+    return gradient_quotient(loss, datastage.apply_scales(params, tensors, scales), o.eps)
 
   @jax.jit
   def step(scales, memory, params, norms, batch):  # params: arguments, not constants
