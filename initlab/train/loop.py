@@ -26,6 +26,7 @@ graph, replicated on the mesh, is every step's batch (`initlab.train.node_task`)
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -618,8 +619,14 @@ def _bound_in_flight(value) -> None:
   behind them, and both processes hang (seen in the two-process test). On accelerators, or
   with one process, dispatch stays asynchronous.
   """
-  if jax.process_count() > 1 and jax.default_backend() == 'cpu':
+  if _multiprocess_cpu():
     jax.block_until_ready(value)
+
+
+@functools.cache
+def _multiprocess_cpu() -> bool:
+  """Fixed once JAX is initialized; cached, as `_bound_in_flight` runs every step."""
+  return jax.process_count() > 1 and jax.default_backend() == 'cpu'
 
 
 def _sync(name: str) -> None:
