@@ -276,12 +276,7 @@ class Run:
     if self.node_task:
       batches = (self.graph.batch(self.config.data.train_split),) * self.plan.num_batches
     else:
-      it = data_lib.build(
-        self.config.data,
-        split=self.config.data.train_split,
-        batch_size=self.config.train.batch_size,
-        seed=ii.stages.data_seed(self.config.seeds.data),
-      )
+      it = self.train_iterator(seed=ii.stages.data_seed(self.config.seeds.data))
       batches = tuple(
         data_lib.to_global(next(it), self.batch_sharding) for _ in range(self.plan.num_batches)
       )
@@ -304,7 +299,8 @@ class Run:
       restored = self.checkpointer.restore(to_checkpoint(self.setup.abstract), step=step)
     return None if restored is None else from_checkpoint(restored.state)
 
-  def train_iterator(self, data_state=None):
+  def train_iterator(self, data_state=None, *, seed: int | None = None):
+    """The train split's iterator (seed: `seeds.data`, or `seed`), at `data_state` if given."""
     if self.node_task:  # Yields the graph, already on the mesh.
       it = node_task.FullBatch(self.graph.batch(self.config.data.train_split))
       if data_state is not None:
@@ -314,7 +310,7 @@ class Run:
       self.config.data,
       split=self.config.data.train_split,
       batch_size=self.config.train.batch_size,
-      seed=self.config.seeds.data,
+      seed=self.config.seeds.data if seed is None else seed,
     )
     if data_state is not None:
       it.set_state(data_state)
