@@ -45,9 +45,10 @@ TB = 'tb'
 RUNS = 'runs'
 REPORT = 'report.md'
 RESULTS = 'results.json'
+SWEEP = 'sweep.json'  # A sweep's (or study's) manifest: each run's status (initlab.sweep).
 SEED_DIR = re.compile(r'^seed_(\d+)$')
 
-OUTPUTS = (CONFIG, SUMMARY, METRICS, DIAGNOSTICS, CHECKPOINTS, TB, RUNS, REPORT, RESULTS)
+OUTPUTS = (CONFIG, SUMMARY, METRICS, DIAGNOSTICS, CHECKPOINTS, TB, RUNS, REPORT, RESULTS, SWEEP)
 # Keys a resume may change: the length of training (the learning-rate schedule is recomputed
 # for the new length from the restored step on) and what does not touch the numbers.
 RESUMABLE = ('train.steps', 'train.progress_bar', 'name')
