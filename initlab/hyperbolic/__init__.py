@@ -7,6 +7,8 @@ arXiv 2303.14027), in plain JAX. Below `initlab.models`: imports nothing from mo
          midpoint, frechet_variance
   fc     poincare_fc: the HNN++ fully-connected layer (z, r), its core with a hand-written VJP;
          the identity and standard inits' kernels
+  nn     layer math: beta_concat, conv_patches/poincare_conv2d, batch_stats/batch_norm/
+         running_stats (midpoint BN), tangent_relu, midpoint_pool, mlr_logits
 
 Points are (..., d) arrays (batched over leading axes), c > 0 a scalar: the ball is
 {c‖x‖² < 1}, with curvature −c.
@@ -35,3 +37,4 @@ from initlab.hyperbolic.core import (  # noqa: F401
   use_custom_vjp,
 )
 from initlab.hyperbolic.fc import poincare_fc  # noqa: F401
+from initlab.hyperbolic import nn  # noqa: F401

@@ -53,6 +53,7 @@ from initlab.sharding import LOGICAL_AXES, PRESETS as SHARDING_PRESETS, logical_
 # The zoo: each module registers its model (`@register_model`) when imported here.
 from initlab.models.gnn import GCN, GIN, GraphSAGE
 from initlab.models.mlp import MLP
+from initlab.models.poincare_resnet import PoincareResNet
 from initlab.models.resnet import ResNet
 from initlab.models.resnet import param_count as resnet_param_count
 from initlab.models.transformer_lm import TransformerLM

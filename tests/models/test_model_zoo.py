@@ -70,6 +70,7 @@ def test_default_configs_list_every_constructor_option():
     'gcn': im.GCN,
     'sage': im.GraphSAGE,
     'gin': im.GIN,
+    'poincare_resnet': im.PoincareResNet,
   }
   assert set(im.model_names()) == set(classes)
   for name, cls in classes.items():
