@@ -14,6 +14,7 @@ curvature magnitude (no softplus applied here; see `softplus_curvature` for a le
   PT_{x→y}v  = (λ_x/λ_y) gyr[y, −x] v
   midpoint   = ½ ⊗ (Σᵢ wᵢλᵢxᵢ / Σᵢ wᵢ(λᵢ − 1))      (weighted gyromidpoint, Ungar 2010)
   Fréchet variance about μ = Σᵢ wᵢ d(xᵢ, μ)² / Σᵢ wᵢ
+  Fréchet mean = argmin_μ Σᵢ wᵢ d(xᵢ, μ)², by Karcher flow (damped Riemannian gradient descent)
 
 Points and tangent vectors are (..., d); c is a scalar. None of these project their output:
 call `project` where a layer needs it.
@@ -21,6 +22,7 @@ call `project` where a layer needs it.
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -153,10 +155,44 @@ def frechet_variance(xs, c, mu=None, weights=None, axis: int = 0):
   return jnp.sum(w * d2, axis=ax) / jnp.sum(w, axis=ax)
 
 
+def frechet_mean(xs, c, weights=None, axis: int = 0, iters: int = 10):
+  """Weighted Fréchet (Karcher) mean of the points along `axis` of xs (..., d): the minimizer
+  of f(μ) = ½ Σᵢ wᵢ d(xᵢ, μ)² (weights normalized), by `iters` steps of Karcher flow, i.e.
+  Riemannian gradient descent (Karcher 1977; the mean of Riemannian batch norm, Lou et al.,
+  arXiv 2003.00335):
+
+    μ₀ = midpoint(xs),   μ ← exp_μ(Σᵢ wᵢ log_μ(xᵢ) / h),   h = Σᵢ wᵢ tᵢ coth tᵢ,  tᵢ = √c d(μ, xᵢ).
+
+  The step 1/h: on a space of curvature −c the Hessian of ½d(·, xᵢ)² has eigenvalues 1
+  (radial) and tᵢ coth tᵢ (the rest), so h bounds f's Hessian and the step cannot overshoot;
+  the classic unit step (h = 1) diverges for spread-out points (tᵢ of a few units). From the
+  gyromidpoint, ~10 steps reach float64 precision on batches of norms up to 0.97/√c.
+  A fixed number of steps (a `lax.scan`, differentiable by autodiff). Returns xs with `axis`
+  removed.
+  """
+  c, xs = _prep(c, xs)
+  ax = _reduce_axis(axis, xs.ndim)
+  if not (isinstance(iters, int) and iters >= 0):
+    raise ValueError(f'frechet_mean: iters={iters!r} must be an int >= 0')
+  w = _weights(weights, xs, ax)
+  w = w / jnp.sum(w, axis=ax, keepdims=True)
+
+  sc = jnp.sqrt(c)
+
+  def step(mu, _):
+    m = jnp.expand_dims(mu, ax)
+    t = sc * dist(m, xs, c)[..., None]  # √c d(μ, xᵢ)
+    h = jnp.sum(w * jnp.where(t > 1e-6, t / jnp.tanh(jnp.maximum(t, 1e-6)), 1), axis=ax)
+    return expmap(mu, jnp.sum(w * logmap(m, xs, c), axis=ax) / h, c), None
+
+  return jax.lax.scan(step, midpoint(xs, c, weights, ax), None, length=iters)[0]
+
+
 __all__ = [
   'dist',
   'expmap',
   'expmap0',
+  'frechet_mean',
   'frechet_variance',
   'gyration',
   'lambda_x',
