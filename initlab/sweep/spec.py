@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import itertools
 import json
 import pathlib
 import re
@@ -69,7 +68,8 @@ class Trial:
   hash: str
 
   def run_config(self) -> ml_collections.ConfigDict:
-    return ml_collections.ConfigDict(self.config)
+    """The run's ConfigDict (JSON lists back to the tuples configs use)."""
+    return ml_collections.ConfigDict(_tuples(self.config))
 
   def workdir(self, root) -> pathlib.Path:
     return rundir.run_dir(root, self.group, self.seed)
@@ -208,6 +208,12 @@ def group_name(point: Mapping[str, Any], config) -> str:
 def config_hash(config: Mapping[str, Any]) -> str:
   flat = {k: v for k, v in rundir.flatten(config).items() if k not in _COSMETIC}
   return hashlib.sha1(_canonical(flat).encode()).hexdigest()[:12]
+
+
+def _tuples(v):
+  if isinstance(v, dict):
+    return {k: _tuples(x) for k, x in v.items()}
+  return tuple(_tuples(x) for x in v) if isinstance(v, list) else v
 
 
 def _fmt(v) -> str:

@@ -37,6 +37,7 @@ from typing import Any, Callable, Sequence
 import jax
 from jax.experimental import multihost_utils
 import ml_collections
+import numpy as np
 import tqdm
 
 from initlab import config as config_lib
@@ -650,8 +651,8 @@ def _train(
     metrics = jax.device_get(metrics)
     bad = int(metrics.pop('nonfinite_step'))
     writer.write(s, metrics)
-    final.update({f'train/{k}': float(v) for k, v in metrics.items()})
-    bar.set_postfix(loss=f'{float(metrics["loss"]):.4f}', refresh=False)
+    final.update({f'train/{k}': _host_value(v) for k, v in metrics.items()})
+    bar.set_postfix(loss=f'{float(np.mean(metrics["loss"])):.4f}', refresh=False)
     if bad >= 0:
       writer.flush()
       raise NonFiniteError(bad, last_ckpt, str(r.checkpointer.directory))
@@ -700,6 +701,11 @@ def _train(
   if start >= total:  # Already complete: report the final evaluation again.
     final.update({f'eval/{k}': v for k, v in r.evaluate(state).items()})
   return state, final
+
+
+def _host_value(value):
+  """A float, or for the stacked trials of `initlab.sweep.vmap` an array (one per trial)."""
+  return float(value) if np.ndim(value) == 0 else np.asarray(value)
 
 
 def _check_model_fits_data(model_cfg, meta: data_lib.Metadata) -> None:

@@ -23,9 +23,10 @@ from initlab.init import tree as tree_lib
 _TRANSFORMS: dict[str, Callable[..., optax.GradientTransformation]] = {}
 
 
-def schedule(opt: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
-  """The learning-rate schedule `opt.schedule` over `total_steps` steps."""
-  peak = opt.learning_rate
+def schedule(opt: ml_collections.ConfigDict, total_steps: int, peak=None) -> optax.Schedule:
+  """The learning-rate schedule `opt.schedule` over `total_steps` steps (peak: `peak`, a
+  traced per-trial value under the vmap sweep runner, else `opt.learning_rate`)."""
+  peak = opt.learning_rate if peak is None else peak
   end = peak * opt.end_lr_ratio
   if opt.schedule == 'constant':
     return optax.constant_schedule(peak)
@@ -59,7 +60,7 @@ def _decay_mask(params):
 
 
 def make(
-  opt: ml_collections.ConfigDict, total_steps: int, parametrization=None
+  opt: ml_collections.ConfigDict, total_steps: int, parametrization=None, learning_rate=None
 ) -> optax.GradientTransformation:
   """`clip_by_global_norm` (if set) -> weight decay (if set) -> `optax.<opt.name>`
   -> the per-param learning-rate factors of an active `parametrization` (ntk, mup; see
@@ -69,6 +70,8 @@ def make(
   (adamw, lamb, ...) the decay is passed to it (decoupled); otherwise it is added to the
   gradients as `add_decayed_weights` (L2). Either way it is masked to kernels and embeddings.
   The extra transforms of `opt.extra` (`parse_extra`) follow the optimizer, in order.
+  `learning_rate` replaces `opt.learning_rate` as the peak (a traced value under vmap: the
+  optimizer state's structure does not depend on it, so checkpoints are those of a run).
   """
   factory = getattr(optax, opt.name, None)
   if factory is None:
@@ -86,7 +89,7 @@ def make(
     parts.append(optax.add_decayed_weights(opt.weight_decay, mask=_decay_mask))
   elif takes_decay:
     kwargs.setdefault('weight_decay', 0.0)
-  parts.append(factory(schedule(opt, total_steps), **kwargs))
+  parts.append(factory(schedule(opt, total_steps, learning_rate), **kwargs))
   if parametrization is not None and parametrization.active:
     parts.append(parametrization.transform())
   tx = parts[0] if len(parts) == 1 else optax.chain(*parts)

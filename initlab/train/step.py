@@ -83,8 +83,20 @@ def make_train_step(
       hence the next step's loss, non-finite, so it is caught at most one step later.
     learning_rate: optional schedule `step -> lr`, reported as the `learning_rate` metric.
   """
+  return jax.jit(
+    train_step_fn(setup, task=task, metrics=metrics, learning_rate=learning_rate),
+    in_shardings=(setup.shardings, batch_sharding),
+    out_shardings=(setup.shardings, setup.shardings.step),
+    donate_argnums=(0,),
+  )
+
+
+def train_step_fn(
+  setup: Setup, *, task: str, metrics: bool = True, learning_rate: Callable | None = None
+) -> Callable:
+  """The train step before `jax.jit` (args as `make_train_step`); with `setup.tx`. The
+  vmap sweep runner (`initlab.sweep.vmap`) maps this same function over stacked trials."""
   tx = setup.tx
-  replicated = setup.shardings.step
 
   def train_step(state: TrainState, batch) -> tuple[TrainState, dict[str, jax.Array]]:
     dropout_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
@@ -126,17 +138,20 @@ def make_train_step(
       out['learning_rate'] = jnp.asarray(learning_rate(state.step), jnp.float32)
     return new_state, out
 
-  return jax.jit(
-    train_step,
-    in_shardings=(setup.shardings, batch_sharding),
-    out_shardings=(setup.shardings, replicated),
-    donate_argnums=(0,),
-  )
+  return train_step
 
 
 def make_eval_step(setup: Setup, *, task: str, batch_sharding) -> Callable:
   """`(state, batch) -> {'loss_sum', 'correct_sum', 'count'}` over unmasked examples/tokens."""
-  replicated = setup.shardings.step
+  return jax.jit(
+    eval_step_fn(setup, task=task),
+    in_shardings=(setup.shardings, batch_sharding),
+    out_shardings=setup.shardings.step,
+  )
+
+
+def eval_step_fn(setup: Setup, *, task: str) -> Callable:
+  """The eval step before `jax.jit` (shared with `initlab.sweep.vmap`)."""
 
   def eval_step(state: TrainState, batch) -> dict[str, jax.Array]:
     ce, correct, _ = losses(setup, state.params, state.model_state, batch, task=task, train=False)
@@ -148,9 +163,7 @@ def make_eval_step(setup: Setup, *, task: str, batch_sharding) -> Callable:
       loss_sum=jnp.sum(ce * weight), correct_sum=jnp.sum(correct * weight), count=jnp.sum(weight)
     )
 
-  return jax.jit(
-    eval_step, in_shardings=(setup.shardings, batch_sharding), out_shardings=replicated
-  )
+  return eval_step
 
 
 def summarize_eval(sums: dict[str, Any]) -> dict[str, float]:
