@@ -9,7 +9,8 @@ two fresh workdirs on the same machine, in this process: `runners.run_sequential
 `train.run` after another) and `vmap.run_vmap` (all seeds stacked in one program). Wall time
 includes everything a user waits for after `prepare` (init, compilation, training, eval,
 checkpoints, metrics), not the report. JAX's persistent compilation cache is off, so neither
-runner reuses the other's programs. Prints each time, the speed-up (sequential / vmap) and
+runner reuses the other's programs. Prints each wall time and process CPU time (less sensitive to other processes' load on a
+shared machine), the speed-ups (sequential / vmap) and
 the largest per-seed difference of the final train loss between the runners. Goal: >= 6x at
 the quickstart width (128).
 """
@@ -50,20 +51,20 @@ def config(width: int):
   return c
 
 
-def timed(width: int, runner: str, root: str) -> tuple[float, dict]:
+def timed(width: int, runner: str, root: str) -> tuple[float, float, dict]:
   workdir = os.path.join(root, f'{runner}_{width}')
   trials = runners.prepare(config(width), workdir, {'seeds': _SEEDS.value}, vmap=runner == 'vmap')
-  start = time.perf_counter()
+  start, cpu = time.perf_counter(), time.process_time()
   if runner == 'vmap':
     vmap.run_vmap(workdir, trials)
   else:
     runners.run_sequential(workdir, trials)
-  wall = time.perf_counter() - start
+  wall, cpu = time.perf_counter() - start, time.process_time() - cpu
   losses = {
     t.id: rundir.read_json(os.path.join(t.workdir(workdir), rundir.SUMMARY))['final']['train/loss']
     for t in trials
   }
-  return wall, losses
+  return wall, cpu, losses
 
 
 def main(argv):
@@ -75,20 +76,27 @@ def main(argv):
   rows = []
   with tempfile.TemporaryDirectory() as root:
     for width in map(int, _WIDTHS.value):
-      t_vmap, l_vmap = timed(width, 'vmap', root)
-      t_seq, l_seq = timed(width, 'sequential', root)
+      t_vmap, c_vmap, l_vmap = timed(width, 'vmap', root)
+      t_seq, c_seq, l_seq = timed(width, 'sequential', root)
       diff = max(abs(l_vmap[k] - l_seq[k]) for k in l_seq)
-      rows.append((width, t_seq, t_vmap, t_seq / t_vmap, diff))
+      rows.append((width, t_seq, t_vmap, c_seq, c_vmap, diff))
       print(
-        f'width {width:5d}: sequential {t_seq:7.1f} s  vmap {t_vmap:7.1f} s  '
-        f'speed-up {t_seq / t_vmap:5.2f}x  max |loss diff| {diff:.2e}',
+        f'width {width:5d}: sequential {t_seq:7.1f} s ({c_seq:7.1f} s CPU)  vmap {t_vmap:7.1f} s '
+        f'({c_vmap:7.1f} s CPU)  speed-up {t_seq / t_vmap:5.2f}x wall, {c_seq / c_vmap:5.2f}x CPU  '
+        f'max |loss diff| {diff:.2e}',
         flush=True,
       )
-  print(f'\n{_SEEDS.value} seeds x {_STEPS.value} steps, MLP depth 4, batch 64:')
-  print('| width | sequential s | vmap s | speed-up | max abs loss diff |')
-  print('|---|---|---|---|---|')
-  for width, ts, tv, ratio, diff in rows:
-    print(f'| {width} | {ts:.1f} | {tv:.1f} | {ratio:.2f}x | {diff:.1e} |')
+  print(
+    f'\n{_SEEDS.value} seeds x {_STEPS.value} steps, MLP depth 4, batch 64, {os.cpu_count()} CPUs:'
+  )
+  print(
+    '| width | sequential s (CPU s) | vmap s (CPU s) | speed-up wall | speed-up CPU | max abs loss diff |'
+  )
+  print('|---|---|---|---|---|---|')
+  for width, ts, tv, cs, cv, diff in rows:
+    print(
+      f'| {width} | {ts:.1f} ({cs:.1f}) | {tv:.1f} ({cv:.1f}) | {ts / tv:.2f}x | {cs / cv:.2f}x | {diff:.1e} |'
+    )
 
 
 if __name__ == '__main__':

@@ -27,7 +27,7 @@ import ml_collections
 from initlab import config as config_lib
 from initlab import rundir
 from initlab.sweep import spec as spec_lib
-from initlab.sweep.manifest import Claim, Manifest
+from initlab.sweep.manifest import FINAL, Claim, Manifest
 from initlab.sweep.spec import Trial
 from initlab.train import loop
 
@@ -124,12 +124,34 @@ def work(workdir, trial_id: str | None = None, **run_kwargs) -> dict[str, Any] |
 
 
 def run_sequential(workdir, trials: Sequence[Trial], **run_kwargs) -> dict[str, dict]:
-  """Runs every non-final trial of `trials` in order in this process; {id: outcome}."""
+  """Runs every non-final trial of `trials` in order in this process; {id: outcome}.
+
+  With several JAX processes (one trial spread over the hosts of a pod slice), every process
+  runs the same trials in the same order: the statuses are read once after `prepare`, and
+  process 0 alone records outcomes (claims would let one process skip a trial that the
+  others train, and hang their collectives).
+  """
   manifest = Manifest(workdir)
+  if jax.process_count() > 1:
+    loop._sync('initlab_sweep_prepared')  # pylint: disable=protected-access
+    statuses = manifest.statuses()
+    out = {}
+    for t in trials:
+      if statuses.get(t.id) in FINAL:
+        continue
+      try:
+        out[t.id] = dict(id=t.id, **run_trial(t, workdir, **run_kwargs))
+      except Exception as e:
+        if jax.process_index() == 0:
+          manifest.set_status(t.id, 'failed', error=f'{type(e).__name__}: {e}')
+        raise
+      if jax.process_index() == 0:
+        manifest.set_status(t.id, out[t.id]['status'], error=out[t.id]['error'])
+    return out
   out = {}
   for i, t in enumerate(trials):
     status = manifest.statuses().get(t.id)
-    if status in ('done', 'diverged'):
+    if status in FINAL:
       logging.info('[%d/%d] %s: already %s', i + 1, len(trials), t.id, status)
       continue
     logging.info('[%d/%d] %s -> %s', i + 1, len(trials), t.id, t.workdir(workdir))
@@ -177,7 +199,21 @@ def report(workdir, trials: Sequence[Trial]) -> dict[str, Any]:
   results = build_report(workdir, runs=[t.workdir(workdir) for t in trials])
   results['best'] = best_trials(results)
   if results['best']:
-    rundir.write_json(pathlib.Path(results['out_dir']) / rundir.RESULTS, results, process_index=0)
+    out = pathlib.Path(results['out_dir'])
+    (out / rundir.RESULTS).write_text(rundir.dumps(results, indent=2) + '\n', encoding='utf-8')
+    metric = results['primary']['metric']
+    lines = [
+      '',
+      '## Best trial per group',
+      '',
+      f'By final `{metric}` ({results["primary"]["mode"]}); its run directory is `runs/<trial>`.',
+      '',
+      f'| group | best trial | {metric} |',
+      '|---|---|---|',
+      *(f'| {g} | {b["id"]} | {b["value"]:.4f} |' for g, b in results['best'].items()),
+    ]
+    with open(out / rundir.REPORT, 'a', encoding='utf-8') as f:
+      f.write('\n'.join(lines) + '\n')
   results['failed'] = failed
   return results
 

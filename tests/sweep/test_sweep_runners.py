@@ -95,6 +95,19 @@ def test_killed_vmap_sweep_resumes_and_equals_sequential(tiny_config, tmp_path):
     np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=1e-5, atol=1e-6)
 
 
+def test_sequential_diverging_trial_is_marked_and_the_others_finish(tiny_config, tmp_path):
+  sweep = {'product': {'optimizer.learning_rate': [1e30, 0.05]}, 'seeds': 1}
+  trials = runners.prepare(tiny_config(), tmp_path, sweep)
+  runners.run_sequential(tmp_path, trials)
+  assert entries(tmp_path) == {
+    'learning_rate=1e+30/seed_0': ('diverged', 1, 1),
+    'learning_rate=0.05/seed_0': ('done', 1, 1),
+  }
+  assert 'NaN/Inf' in summary(tmp_path, 'learning_rate=1e+30/seed_0')['error']
+  runners.run_sequential(tmp_path, runners.prepare(tiny_config(), tmp_path, sweep))
+  assert entries(tmp_path)['learning_rate=1e+30/seed_0'] == ('diverged', 1, 1)  # Final.
+
+
 def test_vmap_diverging_trial_is_marked_and_the_others_finish(tiny_config, tmp_path):
   sweep = {'product': {'optimizer.learning_rate': [0.05, 1e30]}, 'seeds': 2}
   trials = runners.prepare(tiny_config(), tmp_path, sweep, vmap=True)
