@@ -139,7 +139,7 @@ def full_model_config(config: ml_collections.ConfigDict) -> ml_collections.Confi
 
 
 # Paths a user gives; made absolute at the entry.
-PATH_KEYS = ('init_from', 'data.data_dir', 'init.pretrained')
+PATH_KEYS = ('init_from', 'data.data_dir', 'init.pretrained', 'data.graph.raw_dir')
 
 
 def resolve_paths(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -156,7 +156,7 @@ def resolve_paths(config: ml_collections.ConfigDict) -> ml_collections.ConfigDic
       *parents, leaf = key.split('.')
       node = out
       for k in parents:
-        node = node[k]
+        node = node.get(k) or {}  # data.graph may be absent or empty
       if node.get(leaf):
         node[leaf] = rundir.absolute(node[leaf])
   return out

@@ -158,3 +158,24 @@ def test_unknown_option():
     data.graph({'name': 'cora', 'graph': {'num_nodes': 5}})
   with pytest.raises(ConfigError, match=r"config\.data\.name: 'digits' is a 'classification'"):
     data.graph({'name': 'digits'})
+
+
+def test_relative_raw_dir_is_resolved_at_the_entry(tmp_path, monkeypatch):
+  """config.data.graph.raw_dir is one of the paths made absolute at the entry
+  (`config.resolve_paths`, as train.run does): the run reads the same files from any cwd."""
+  from initlab import config as config_lib  # pylint: disable=g-import-not-at-top
+
+  g = data.graph({'name': 'cora'})
+  (tmp_path / 'raw').mkdir()
+  _write_raw(tmp_path / 'raw', 'cora', g)
+  config = config_lib.default_config()
+  config.data.name = 'cora'
+  config.data.graph = {'raw_dir': 'raw'}
+  monkeypatch.chdir(tmp_path)
+  resolved = config_lib.resolve_paths(config)
+  assert resolved.data.graph.raw_dir == str(tmp_path / 'raw')
+  assert config.data.graph.raw_dir == 'raw'  # a copy
+  monkeypatch.chdir(tmp_path.parent)
+  back = data.graph(resolved.data)
+  np.testing.assert_array_equal(back['features'], g['features'])
+  assert not config_lib.resolve_paths(config_lib.default_config()).data.graph  # none given
