@@ -17,7 +17,14 @@ states the mode. Models without BatchNorm give the same numbers in both modes.
 
 Data: one batch of random inputs, no dataset needed, shaped by the model registry's input
 spec (`initlab.models.input_spec`): i.i.d. N(0, 1) floats of shape (B, *spec.shape), or tokens
-uniform in [0, vocab_size) of shape (B, --seq_len) for token models.
+uniform in [0, vocab_size) of shape (B, --seq_len) for token models. Graph models (gcn, sage,
+gin) take the graph dataset --graph instead (cora, citeseer, csbm, chung_lu; the model's
+num_features/num_classes follow it), loss over its train nodes, no Jacobian
+(`initlab.diagnostics.gnn.compare`); diagnostics.md then also has the per-layer forward and
+backward variance ratios:
+
+    python -m initlab.diagnostics --model=gcn --depth=6 --graph=cora \
+        --init=glorot_normal,he_normal,virgo --out=runs/diag_gcn
 --depth sets the config's `depth`; --width its `width` (mlp: units; resnet: channel
 multiplier) or, for vit/transformer_lm, its `dim`. --model_opt=key=value (repeatable) sets
 any other option; values are Python literals, else strings.
@@ -37,6 +44,7 @@ import jax
 from initlab import diagnostics
 from initlab import init as init_lib
 from initlab import models
+from initlab.models import gnn as gnn_models
 
 _MODEL = flags.DEFINE_string('model', 'mlp', 'Zoo model or preset: mlp, resnet20, vit, ...')
 _INIT = flags.DEFINE_string(
@@ -49,6 +57,7 @@ _WIDTH = flags.DEFINE_float('width', None, 'Sets `width` (or `dim` for vit/trans
 _MODEL_OPT = flags.DEFINE_multi_string('model_opt', [], 'key=value model config override.')
 _BATCH = flags.DEFINE_integer('batch_size', 64, 'Number of random inputs.')
 _SEQ_LEN = flags.DEFINE_integer('seq_len', 32, 'Token sequence length (transformer_lm).')
+_GRAPH = flags.DEFINE_string('graph', 'cora', 'Graph dataset of graph models (gcn, sage, gin).')
 _SEED = flags.DEFINE_integer('seed', 0, 'Seeds the model build, the init, the data and probes.')
 _TRAIN = flags.DEFINE_bool(
   'train',
@@ -123,6 +132,7 @@ def run(
   batch_size=64,
   seq_len=32,
   seed=0,
+  graph='cora',
   train=True,
   jacobian_examples=4,
   max_jacobian_dim=256,
@@ -135,6 +145,8 @@ def run(
   """
   out = os.path.abspath(out)
   config = model_config(name, depth, width, opts)
+  if config.name in gnn_models.NAMES:
+    return _run_graph(config, schemes, out=out, graph=graph, seed=seed, plot=plot, log=log)
   data_key, key = jax.random.split(jax.random.key(seed))
   batch = random_batch(config, batch_size, seq_len, data_key)
   log(
@@ -159,12 +171,38 @@ def run(
   return results, table
 
 
+def _run_graph(config, schemes, *, out, graph, seed, plot, log) -> tuple[dict, str]:
+  """`run` for a graph model on graph dataset `graph` (module docstring)."""
+  from initlab.diagnostics import gnn  # pylint: disable=g-import-not-at-top
+
+  log(f'model {config.name}: {dict(config)}; graph {graph}')
+  start = time.time()
+  results, ratios = gnn.compare(
+    config,
+    schemes,
+    {'name': graph},
+    jax.random.key(seed),
+    log=lambda s: log(f'{s} (t={time.time() - start:.1f}s)'),
+  )
+  table = diagnostics.write_table(results, out) + '\n' + gnn.ratios_markdown(ratios)
+  with open(os.path.join(out, 'diagnostics.md'), 'w') as f:
+    f.write(table)
+  paths = diagnostics.plot_depth_profiles(results, out) if plot else []
+  log(f'done in {time.time() - start:.1f}s; wrote tables and {len(paths)} plots to {out}')
+  return results, table
+
+
 def main(argv, prog: str = 'initlab.diagnostics'):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   try:
     schemes = parse_schemes(_INIT.value)
-    model_config(_MODEL.value, _DEPTH.value, _WIDTH.value, _MODEL_OPT.value)
+    config = model_config(_MODEL.value, _DEPTH.value, _WIDTH.value, _MODEL_OPT.value)
+    if config.name in gnn_models.NAMES:
+      from initlab.data import graphs  # pylint: disable=g-import-not-at-top
+
+      if _GRAPH.value not in graphs.names():
+        raise ValueError(f'--graph={_GRAPH.value!r}: valid graph datasets: {list(graphs.names())}')
   except ValueError as e:
     sys.exit(f'{prog}: {e}\nPass --helpshort to see the flags.')  # exit status 1
   progress = lambda s: print(s, file=sys.stderr, flush=True)
@@ -178,6 +216,7 @@ def main(argv, prog: str = 'initlab.diagnostics'):
     batch_size=_BATCH.value,
     seq_len=_SEQ_LEN.value,
     seed=_SEED.value,
+    graph=_GRAPH.value,
     train=_TRAIN.value,
     jacobian_examples=_JAC_EXAMPLES.value,
     max_jacobian_dim=_JAC_DIM.value,

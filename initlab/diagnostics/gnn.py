@@ -15,7 +15,9 @@ Gradients come from one `jax.vjp` with zero shifts added to every Z_l, so ∂ℓ
 
 `variance_ratios` averages over seeds (each seed: a fresh build and init); `measure` gives a
 run's `init_diagnostics.json` as an `initlab.diagnostics.Diagnostics` (per layer: q, var,
-grad_q, grad_var of Z_l, with var over all entries as above).
+grad_q, grad_var of Z_l, with var over all entries as above); `compare` is the
+`python -m initlab.diagnostics --model=gcn --graph=cora` path (one graph dataset, every scheme
+on one build, loss over its train nodes), `ratios_markdown` its table of ratios.
 """
 
 from __future__ import annotations
@@ -160,3 +162,69 @@ def measure(model: nnx.Module, graph: Mapping[str, Any], *, mask=None) -> Diagno
     jacobian_shape=(0, 0),
     train=False,
   )
+
+
+def compare(
+  model_config: Mapping[str, Any],
+  schemes: Mapping[str, Callable],
+  graph_cfg: Mapping[str, Any],
+  key: jax.Array,
+  *,
+  log: Callable[[str], None] | None = None,
+) -> tuple[dict[str, Diagnostics], dict[str, dict[str, np.ndarray]]]:
+  """Each scheme on one build of a zoo GNN, measured on graph dataset `graph_cfg`.
+
+  `model_config`: a full zoo config (`initlab.models.default_config('gcn')` + options); its
+  num_features / num_classes are set from the graph. All schemes share the build and init
+  keys (from `key`); graph-aware schemes (Virgo) read the graph from the context, as in a run.
+  Returns ({scheme: `measure`}, {scheme: `ratios`}) with the loss over the train nodes.
+  """
+  from initlab import data  # pylint: disable=g-import-not-at-top
+  from initlab import models  # pylint: disable=g-import-not-at-top
+  from initlab.init import stages  # pylint: disable=g-import-not-at-top
+
+  meta = data.metadata(graph_cfg)
+  if meta.task != 'node_classification':
+    raise ValueError(
+      f'graph {graph_cfg["name"]!r} is a {meta.task!r} dataset; graph datasets: '
+      f'{list(data.graphs.names())}'
+    )
+  graph = data.graph(graph_cfg)
+  config = dict(model_config.to_dict() if hasattr(model_config, 'to_dict') else model_config)
+  config.update(num_features=meta.input_shape[-1], num_classes=meta.num_classes)
+  build_key, init_key = jax.random.split(key)
+  model = models.build(config, rngs=nnx.Rngs(build_key))
+  base = jax.tree.map(lambda x: x, nnx.state(model, nnx.Param))  # update writes in place
+  ctx = InitContext(hints=model.init_hints(), dataset=stages.dataset_facts(meta))
+  diags, out = {}, {}
+  for i, (name, scheme) in enumerate(schemes.items()):
+    if log:
+      log(f'[{i + 1}/{len(schemes)}] {name}: init + measure on {graph_cfg["name"]}')
+    params = scheme(init_key, base, ctx)
+    if isinstance(params, SchemeResult):
+      raise ValueError(f'init scheme {name!r} changes the architecture (returns a SchemeResult)')
+    nnx.update(model, params)
+    diags[name] = measure(model, graph, mask=graph['train_mask'])
+    out[name] = ratios(layer_moments(model, graph, mask=graph['train_mask']))
+  return diags, out
+
+
+def ratios_markdown(results: Mapping[str, Mapping[str, np.ndarray]]) -> str:
+  """Per-layer forward / backward ratios (module docstring), one column per scheme."""
+  names = list(results)
+  depth = max(len(r['forward']) for r in results.values())
+  header = ['l'] + [f'fwd {n}' for n in names] + [f'bwd {n}' for n in names]
+  row = lambda cells: '| ' + ' | '.join(cells) + ' |'
+  cell = lambda n, k, l: f'{results[n][k][l]:.4g}' if l < len(results[n][k]) else '–'
+  lines = [
+    '### Variance ratios per layer (forward Var(Z_l)/Var(Z_l-1), backward '
+    'Var(∂ℓ/∂Z_l-1)/Var(∂ℓ/∂Z_l); Z_0 = the node features)',
+    '',
+    row(header),
+    row(['---'] * len(header)),
+  ]
+  for l in range(depth):
+    lines.append(
+      row([str(l + 1)] + [cell(n, k, l) for k in ('forward', 'backward') for n in names])
+    )
+  return '\n'.join(lines) + '\n'

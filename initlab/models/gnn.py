@@ -297,3 +297,4 @@ class GIN(GNN):
 GCN = _register('gcn', GCN)
 GraphSAGE = _register('sage', GraphSAGE)
 GIN = _register('gin', GIN)
+NAMES = ('gcn', 'sage', 'gin')  # The graph models: their input is a graph dataset's example.

@@ -226,7 +226,8 @@ def diagnostics(runs: Iterable[SeedRun], notes: list[str]) -> dict[str, Any] | N
   Returns {"stages", "n_seeds", "train" (mode, None if unknown or mixed), "jacobian_exact",
   key: {"mean", "min", "max"} over seeds per stage for each of DIAGNOSTIC_KEYS, "summary":
   {name: mean over seeds of `Diagnostics.summary()[name]`}, "jacobian_sv": every seed's
-  singular values, pooled (a flat list)}.
+  singular values, pooled (a flat list)}; GNN runs add "gnn_ratios": {"forward", "backward"}:
+  per-layer variance ratios at init (`SeedRun.gnn_ratios`), mean over seeds.
   """
   found = [(run, run.diagnostics) for run in runs if run.diagnostics is not None]
   if not found:
@@ -261,6 +262,12 @@ def diagnostics(runs: Iterable[SeedRun], notes: list[str]) -> dict[str, Any] | N
   }
   sv = [np.asarray(d.jacobian_sv, np.float64).ravel() for d in same]
   out['jacobian_sv'] = [float(v) for v in np.concatenate(sv)]
+  ratios = [run.gnn_ratios for run, d in found if d.names == first.names and run.gnn_ratios]
+  if ratios and len(ratios) == len(same):
+    out['gnn_ratios'] = {
+      k: _nan_reduce(np.nanmean, np.asarray([r[k] for r in ratios], np.float64))
+      for k in ('forward', 'backward')
+    }
   return out
 
 

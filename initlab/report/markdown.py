@@ -245,6 +245,33 @@ def _in_words(comp: Mapping[str, Any], metric: str, n_seeds: int) -> list[str]:
   return out
 
 
+def _gnn_ratios(diags: Mapping[str, Any], stages: list[str]) -> list[str]:
+  """GNN runs: per-layer forward Var(Z_l)/Var(Z_l-1) and backward gradient ratios at init."""
+  ratios = {n: d['gnn_ratios'] for n, d in diags.items() if d.get('gnn_ratios')}
+  if not ratios:
+    return []
+  names = list(ratios)
+  header = ['l', 'stage'] + [f'fwd {n}' for n in names] + [f'bwd {n}' for n in names]
+  lines = [
+    'Per-layer variance ratios at init (mean over seeds): forward Var(Z_l)/Var(Z_l-1), '
+    'backward Var(∂ℓ/∂Z_l-1)/Var(∂ℓ/∂Z_l), Z_0 = the node features '
+    '(`initlab.diagnostics.gnn`; Virgo, arXiv 2312.02622, aims at 1 in hidden layers).',
+    '',
+    _row(header),
+    _row(['---'] * len(header)),
+  ]
+  cell = lambda n, k, i: _number(ratios[n][k][i]) if i < len(ratios[n][k]) else _DASH
+  for i, stage in enumerate(stages):
+    lines.append(
+      _row(
+        [str(i + 1), stage]
+        + [cell(n, 'forward', i) for n in names]
+        + [cell(n, 'backward', i) for n in names]
+      )
+    )
+  return lines + ['']
+
+
 def _diagnostics(schemes: Mapping[str, Any], plots: Mapping[str, str]) -> list[str]:
   diags = {n: s['init_diagnostics'] for n, s in schemes.items() if s['init_diagnostics']}
   if not diags:
@@ -294,6 +321,7 @@ def _diagnostics(schemes: Mapping[str, Any], plots: Mapping[str, str]) -> list[s
       )
     )
   lines += ['', '</details>', '']
+  lines += _gnn_ratios(diags, stages)
   for key in ('init_variance', 'jacobian_spectrum'):
     if key in plots:
       lines += [f'![{key}]({plots[key]})', '']

@@ -29,6 +29,9 @@ class SeedRun:
   records: list[dict]  # metrics.jsonl, de-duplicated, sorted by step
   summary: dict[str, Any] | None = None
   diagnostics: Diagnostics | None = None
+  # A GNN run's per-layer variance ratios at init ({'forward', 'backward'}: (L,) lists,
+  # init_diagnostics.json 'gnn_ratios', `initlab.diagnostics.gnn.ratios`), else None.
+  gnn_ratios: dict[str, list[float]] | None = None
 
 
 @dataclasses.dataclass
@@ -149,8 +152,15 @@ def _load_seed(scheme: str, seed: int, path: pathlib.Path, notes: list[str]) -> 
         f'{scheme}/seed_{seed}: {rundir.DIAGNOSTICS} is not a Diagnostics.to_dict() '
         f'({type(e).__name__}: {e}); ignored'
       )
+  ratios = raw.get('gnn_ratios') if diagnostics is not None else None
   return SeedRun(
-    scheme=scheme, seed=seed, path=path, records=records, summary=summary, diagnostics=diagnostics
+    scheme=scheme,
+    seed=seed,
+    path=path,
+    records=records,
+    summary=summary,
+    diagnostics=diagnostics,
+    gnn_ratios=ratios if isinstance(ratios, dict) else None,
   )
 
 

@@ -181,6 +181,34 @@ def test_init_diagnostics_are_the_gnn_layer_variances(tmp_path, devices):
   assert saved['input_q'] == pytest.approx(np.mean(graph['features'].astype(np.float64) ** 2))
 
 
+def test_study_report_lists_gnn_variance_ratios(tmp_path, devices):
+  """A graph study's report.md has the per-layer forward/backward variance ratios at init,
+  the seed means of the runs' init_diagnostics.json 'gnn_ratios' (also in results.json)."""
+  config = _csbm_config(steps=1)
+  config.diagnostics_at_init = True
+  config.init.compare = ('glorot_normal', 'he_normal')
+  config.seeds.num = 2
+  results = train.run_study(config, tmp_path, devices=devices[:1])
+  report = (tmp_path / 'report.md').read_text()
+  assert 'Per-layer variance ratios at init' in report
+  table = report.split('Per-layer variance ratios at init')[1]
+  rows = [l for l in table.splitlines() if l.startswith('| 1 | layers/0 |')]
+  assert len(rows) == 1 and rows[0].count('|') == 7, rows  # l, stage, 2 fwd, 2 bwd
+  for i, scheme in enumerate(config.init.compare):
+    saved = [
+      json.loads((tmp_path / 'runs' / scheme / f'seed_{k}' / 'init_diagnostics.json').read_text())
+      for k in range(2)
+    ]
+    for kind in ('forward', 'backward'):
+      want = np.mean([s['gnn_ratios'][kind] for s in saved], axis=0)
+      got = results['schemes'][scheme]['init_diagnostics']['gnn_ratios'][kind]
+      np.testing.assert_allclose(got, want, rtol=1e-12)
+    cells = rows[0].strip('|').split('|')  # l, stage, fwd per scheme, bwd per scheme
+    for j, kind in ((2, 'forward'), (4, 'backward')):  # layer 1, printed to 4 digits
+      want = np.mean([s['gnn_ratios'][kind][0] for s in saved])
+      assert float(cells[j + i]) == pytest.approx(want, rel=1e-3), (kind, cells, want)
+
+
 def test_gcn_cora_config_compares_xavier_kaiming_virgo():
   for arg in (None, 'smoke', 'depth=4', 'scheme=virgo'):
     config = gcn_cora.get_config(arg)
