@@ -88,19 +88,21 @@ def run_ray(
     ray.init(address=address)
   try:
     gpus, res = trial_resources(num_gpus, resources)
-    task = ray.remote(_trial_task)
-    task_options = dict(
+    # A worker process that held an accelerator exits after its trial (max_calls=1): JAX keeps
+    # the devices it started with, and the next task may be given other ones.
+    task = ray.remote(
       num_cpus=num_cpus,
       num_gpus=gpus,
       resources=res,
       max_retries=max_retries,
       retry_exceptions=False,
+      max_calls=1 if gpus or res else 0,
       **dict(options or {}),
-    )
+    )(_trial_task)
     statuses = manifest_lib.Manifest(workdir).statuses()
     queue = [t.id for t in trials if statuses.get(t.id) not in manifest_lib.FINAL]
     logging.info(
-      'ray: %d of %d trials to run; per trial %s CPU, %s GPU, %s',
+      'ray: %d/%d trials to run; each %s CPU %s GPU %s',
       len(queue),
       len(trials),
       num_cpus,
@@ -111,8 +113,9 @@ def run_ray(
     while queue or in_flight:
       while queue and (workers is None or len(in_flight) < workers):
         trial_id = queue.pop(0)
-        opts = dict(task_options, name=f'initlab-trial:{trial_id}')
-        ref = task.options(**opts).remote(str(workdir), trial_id, callbacks)
+        ref = task.options(name=f'initlab-trial:{trial_id}').remote(
+          str(workdir), trial_id, callbacks
+        )
         in_flight[ref] = trial_id
       (ref,), _ = ray.wait(list(in_flight), num_returns=1)
       trial_id = in_flight.pop(ref)

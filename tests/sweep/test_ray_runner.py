@@ -14,13 +14,15 @@ import ray
 from initlab import rundir
 from initlab.sweep import Manifest, ray_runner, runners
 
+pytestmark = pytest.mark.slow  # a local Ray instance and worker processes importing JAX
+
 # The callbacks below are shipped to the Ray workers, which cannot import this test module.
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
 @pytest.fixture(scope='module')
 def local_ray():
-  ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+  ray.init(num_cpus=2, resources={'accel': 2}, include_dashboard=False, log_to_driver=False)
   yield
   ray.shutdown()
   assert not ray.is_initialized()
@@ -45,10 +47,17 @@ class KillOnce:
       os._exit(1)
 
 
-class Raise:
+class RecordPidAndRaise:
+  """Appends the worker's pid to `path`, then fails the trial at its initial state (step 0,
+  before any training step is compiled)."""
+
+  def __init__(self, path):
+    self.path = str(path)
+
   def __call__(self, step, state, metrics):
-    if step == 0:  # the initial state, before any training step is compiled
-      raise ValueError('boom in the trial')
+    with open(self.path, 'a') as f:
+      f.write(f'{os.getpid()}\n')
+    raise ValueError('boom in the trial')
 
 
 def _metrics(path):
@@ -57,15 +66,15 @@ def _metrics(path):
 
 def test_killed_worker_is_retried_to_the_uninterrupted_result(local_ray, tiny_config, tmp_path):
   # Two copies of one run (they differ only in the cosmetic `name`), one per worker; the first
-  # to reach step 6 is killed. Callbacks come at steps 4 (checkpoint), 6 (eval), 8 (checkpoint)
-  # and 12, so the retry resumes from the step-4 checkpoint and recomputes steps 5-6; the other
-  # copy is the uninterrupted run it must equal.
+  # to reach step 8 is killed there, right after starting its (async) step-8 checkpoint, which
+  # first waits for the step-4 one: the retry resumes from step 4 or 8, whichever is on disk,
+  # and recomputes the rest. The other copy is the uninterrupted run it must equal.
   config = tiny_config(steps=12, eval_every=6, checkpoint_every=4, log_every=1)
   workdir = tmp_path / 'sweep'
   trials = runners.prepare(config, workdir, {'product': {'name': ['a', 'b']}, 'seeds': 1})
   assert len(trials) == 2 and trials[0].hash == trials[1].hash
   marker = tmp_path / 'killed'
-  ray_runner.run_ray(workdir, trials, callbacks=[KillOnce(marker, 6)])
+  ray_runner.run_ray(workdir, trials, callbacks=[KillOnce(marker, 8)])
 
   assert marker.exists() and int(marker.read_text()) != os.getpid()
   entries = Manifest(workdir).read()
@@ -77,7 +86,7 @@ def test_killed_worker_is_retried_to_the_uninterrupted_result(local_ray, tiny_co
   summary = rundir.read_json(killed.workdir(workdir) / rundir.SUMMARY)
   want = rundir.read_json(clean.workdir(workdir) / rundir.SUMMARY)
   assert summary['steps'] == want['steps'] == 12, (summary, want)
-  assert summary['resumed_from'] == 4 and not want.get('resumed_from'), (summary, want)
+  assert summary['resumed_from'] in (4, 8) and not want.get('resumed_from'), (summary, want)
   assert summary['final'].keys() == want['final'].keys()
   for key, value in want['final'].items():
     np.testing.assert_allclose(summary['final'][key], value, rtol=1e-6, err_msg=key)
@@ -97,10 +106,18 @@ def test_killed_worker_is_retried_to_the_uninterrupted_result(local_ray, tiny_co
 
 
 def test_raising_trial_is_failed_once_and_named(local_ray, tiny_config, tmp_path):
-  config = tiny_config()
+  """Not retried by Ray, recorded as failed, named in the error; a trial that reserves a
+  custom (accelerator) resource gets a fresh worker process (max_calls=1)."""
   workdir = tmp_path / 'sweep'
-  trials = runners.prepare(config, workdir, {'seeds': 1})
-  with pytest.raises(RuntimeError, match=r'he_normal/seed_0.*ValueError: boom in the trial'):
-    ray_runner.run_ray(workdir, trials, workers=1, callbacks=[Raise()])
-  (entry,) = Manifest(workdir).read().values()
-  assert (entry['status'], entry['attempts'], entry['finished']) == ('failed', 1, 0), entry
+  trials = runners.prepare(tiny_config(), workdir, {'seeds': 2})
+  pids = tmp_path / 'pids'
+  with pytest.raises(RuntimeError, match=r'seed_0.*ValueError: boom in the trial.*seed_1'):
+    ray_runner.run_ray(
+      workdir, trials, workers=1, resources={'accel': 1}, callbacks=[RecordPidAndRaise(pids)]
+    )
+  entries = Manifest(workdir).read()
+  assert [(e['status'], e['attempts'], e['finished']) for e in entries.values()] == [
+    ('failed', 1, 0)
+  ] * 2, entries
+  first, second = map(int, pids.read_text().split())
+  assert first != second and os.getpid() not in (first, second)
