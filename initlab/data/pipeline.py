@@ -60,6 +60,35 @@ def make_iterator(
   Yields:
     dicts of numpy arrays with leading dimension `batch_size // process_count`.
   """
+  ds = local_batches(
+    source,
+    batch_size=batch_size,
+    seed=seed,
+    shuffle=shuffle,
+    num_epochs=num_epochs,
+    drop_remainder=drop_remainder,
+    transform=transform,
+    process_index=process_index,
+    process_count=process_count,
+  )
+  read = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)
+  return iter(ds.to_iter_dataset(read))
+
+
+def local_batches(
+  source,
+  *,
+  batch_size: int,
+  seed: int,
+  shuffle: bool = True,
+  num_epochs: int | None = None,
+  drop_remainder: bool = True,
+  transform: Callable[[Example], Example] | None = None,
+  process_index: int | None = None,
+  process_count: int | None = None,
+) -> grain.MapDataset:
+  """`make_iterator`'s stream as a random-access `grain.MapDataset`: item k is this process's
+  k-th local batch, and `make_iterator`'s state after k batches is {'next_index': k}."""
   if process_index is None:
     process_index = jax.process_index()
   if process_count is None:
@@ -89,9 +118,7 @@ def make_iterator(
   # Local batch k holds rows of global batch k // P, so this process keeps
   # every P-th local batch starting at its index.
   ds = ds.batch(local, drop_remainder=True)
-  ds = ds.slice(slice(process_index, None, process_count))
-  read = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)
-  return iter(ds.to_iter_dataset(read))
+  return ds.slice(slice(process_index, None, process_count))
 
 
 def _pad(ds: grain.MapDataset, batch_size: int) -> grain.MapDataset:

@@ -36,6 +36,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import queue
+import threading
 import time
 from typing import Any, Sequence
 
@@ -57,6 +59,7 @@ from initlab.train import state as state_lib
 from initlab.train import step as step_lib
 
 TRIAL_NONFINITE = 'trial_nonfinite_step'
+SHARED_DATA_BYTES = 512 << 20  # Decoded train splits up to this size are shared by the trials.
 
 
 def run_vmap(
@@ -230,7 +233,10 @@ def _train_stack(program: _Program, items, start: int, callbacks) -> dict[str, d
   lrs = jnp.asarray([r.config.optimizer.learning_rate for r in runs], jnp.float32)
   view.train_step = lambda s, b: program.train_step(s, b, lrs)
   view.lean_step = lambda s, b: program.lean_step(s, b, lrs)
-  it = _StackedIterator([r.train_iterator(d) for r, d in zip(runs, [i[3] for i in items])])
+  data_states = [i[3] for i in items]
+  it = _StackedIterator(
+    _shared_iterators(runs, data_states) or [r.train_iterator(d) for r, d in zip(runs, data_states)]
+  )
   writer = _Writers(view, [metrics_lib.MetricWriter(r.workdir, purge_step=start + 1) for r in runs])
   logged = [loop._logged_finals(r.workdir, start) if i[4] else {} for r, i in zip(runs, items)]  # pylint: disable=protected-access
   for fn in callbacks if not any(i[4] for i in items) else ():
@@ -242,6 +248,7 @@ def _train_stack(program: _Program, items, start: int, callbacks) -> dict[str, d
       final = {}
   finally:
     writer.close()
+    it.close()
   out = {}
   for k, (c, r) in enumerate(zip(claims, runs)):
     if k in view.diverged:
@@ -361,18 +368,96 @@ class _Checkpointers:
       )
 
 
-class _StackedIterator:
-  """Per-trial train iterators (each its own data order) -> batches with a leading trial axis."""
+def _shared_iterators(runs: list[loop.Run], data_states) -> list | None:
+  """Per-trial train iterators that decode the split once for all trials, or None.
 
-  def __init__(self, iterators):
-    self.iterators = iterators
+  Each trial reads the run's own grain stream (`data.pipeline.local_batches`: same seed,
+  shuffle, repeat and batching) over the example indices instead of the examples, by random
+  access (no reader threads), so it yields the run's order and its `get_state()` is a run's
+  (checkpoints stay resumable by `train.run`); the batches are gathered from the split
+  decoded once into memory. Only for
+  classification splits of at most SHARED_DATA_BYTES (decoded); else None (each trial
+  decodes its own batches, as a run does).
+  """
+  from initlab.data import inputs  # pylint: disable=g-import-not-at-top
+  from initlab.data import pipeline  # pylint: disable=g-import-not-at-top
+
+  r = runs[0]
+  if r.meta.task != 'classification' or len(runs) < 2:
+    return None
+  _, split = inputs._open(r.config.data, r.config.data.train_split)  # pylint: disable=protected-access
+  n, source = len(split.source), split.source
+  decode = split.transform or (lambda ex: ex)
+  first = decode(source[0])
+  if sum(np.asarray(v).nbytes for v in first.values()) * n > SHARED_DATA_BYTES:
+    return None
+  records = [first] + [decode(source[i]) for i in range(1, n)]
+  table = {k: np.stack([np.asarray(rec[k]) for rec in records]) for k in first}
+  out = []
+  for run, state in zip(runs, data_states):
+    order = pipeline.local_batches(
+      range(n), batch_size=run.config.train.batch_size, seed=run.config.seeds.data
+    )
+    out.append(_Gather(order, table, (state or {}).get('next_index', 0)))
+  return out
+
+
+class _Gather:
+  """Batch k: the `table` rows at the indices of item k of `order` (a `local_batches` over
+  the example indices); its state is that of `data.make_iterator` after k batches."""
+
+  def __init__(self, order, table, k: int):
+    self.order, self.table, self.k = order, table, int(k)
 
   def __next__(self):
-    batches = [next(it) for it in self.iterators]
-    return jax.tree.map(lambda *x: np.stack(x), *batches)
+    idx = np.asarray(self.order[self.k])
+    self.k += 1
+    return {name: v[idx] for name, v in self.table.items()}
 
   def get_state(self):
-    return [it.get_state() for it in self.iterators]
+    return {'next_index': self.k}
+
+
+class _StackedIterator:
+  """Per-trial train iterators -> batches with a leading trial axis, read ahead in a thread
+  (the input work overlaps the device's); `get_state()`: the trials' states after the last
+  batch handed out."""
+
+  def __init__(self, iterators, prefetch: int = 4):
+    self.iterators = iterators
+    self._states = [it.get_state() for it in iterators]
+    self._queue = queue.Queue(maxsize=prefetch)
+    self._stop = threading.Event()
+    self._thread = threading.Thread(target=self._produce, daemon=True)
+    self._thread.start()
+
+  def _produce(self):
+    try:
+      while not self._stop.is_set():
+        batch = jax.tree.map(lambda *x: np.stack(x), *[next(it) for it in self.iterators])
+        item = (batch, [it.get_state() for it in self.iterators])
+        while not self._stop.is_set():
+          try:
+            self._queue.put(item, timeout=0.1)
+            break
+          except queue.Full:
+            continue
+    except BaseException as e:  # pylint: disable=broad-except  (re-raised by the reader)
+      self._queue.put(e)
+
+  def __next__(self):
+    item = self._queue.get()
+    if isinstance(item, BaseException):
+      raise item
+    batch, self._states = item
+    return batch
+
+  def get_state(self):
+    return self._states
+
+  def close(self):
+    self._stop.set()
+    self._thread.join()
 
 
 def stacked_trial_state(state: state_lib.TrainState, k: int) -> state_lib.TrainState:
