@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import pathlib
 from typing import Any, Callable, Sequence
 
@@ -164,7 +165,10 @@ def run_sequential(workdir, trials: Sequence[Trial], **run_kwargs) -> dict[str, 
 
 
 def _worker(workdir: str) -> None:
-  """A processes-runner worker: claims and runs trials until none is left."""
+  """A processes-runner worker: claims and runs trials until none is left. Every worker sees
+  all local devices; on a GPU it allocates memory as needed (no preallocation), so workers
+  can share one."""
+  os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')  # Before JAX's backend.
   while work(workdir) is not None:
     pass
 

@@ -124,6 +124,18 @@ def test_vmap_diverging_trial_is_marked_and_the_others_finish(tiny_config, tmp_p
   assert 'NaN/Inf' in bad['error'] and bad['steps'] <= 4
   assert train_steps(tmp_path, 'learning_rate=0.05/seed_0') == [2, 4, 6, 8]
   assert max(train_steps(tmp_path, 'learning_rate=1e+30/seed_0')) <= 4  # Frozen: no more logs.
+  # One program, per-trial learning rates (traced): the logged lr at step 2 is each trial's.
+  lr = {
+    t.id: next(
+      r['learning_rate']
+      for r in rundir.read_jsonl(t.workdir(tmp_path) / rundir.METRICS)
+      if r['step'] == 2 and r['split'] == 'train'
+    )
+    for t in trials
+  }
+  np.testing.assert_allclose(
+    lr['learning_rate=1e+30/seed_0'] / lr['learning_rate=0.05/seed_0'], 2e31, rtol=1e-5
+  )
   results = runners.report(tmp_path, trials)
   assert sorted(results['failed']) == ['learning_rate=1e+30/seed_0', 'learning_rate=1e+30/seed_1']
   # A single run resumes a vmap trial from its checkpoint, in a run's format.
