@@ -153,8 +153,8 @@ class PoincareBatchNorm(nnx.Module):
       layers.partitioned(layers.zeros_init, *names)(key, (features,), param_dtype)
     )
     self.scale = nnx.Param(layers.partitioned(layers.ones_init)(key, (), param_dtype))
-    self.mean = nnx.BatchStat(jnp.zeros((features,), jnp.float32))
-    self.var = nnx.BatchStat(jnp.ones((), jnp.float32))
+    self.mean = nnx.BatchStat(jnp.zeros((features,), param_dtype))
+    self.var = nnx.BatchStat(jnp.ones((), param_dtype))
     self.c, self.momentum, self.epsilon = c, momentum, epsilon
     self.running_stats, self.dtype = running_stats, dtype
 
@@ -164,18 +164,15 @@ class PoincareBatchNorm(nnx.Module):
     bias, scale = self.bias[...].astype(dtype), self.scale[...].astype(dtype)
     if use_running_average and self.running_stats:
       mean, var = self.mean[...].astype(dtype), self.var[...].astype(dtype)
-    else:
-      mean, var = hnn.batch_stats(x.reshape(-1, x.shape[-1]), self.c)
-      if not use_running_average:
-        new = hnn.running_stats(
-          self.mean[...],
-          self.var[...],
-          *(a.astype(jnp.float32) for a in (mean, var)),
-          self.momentum,
-          self.c,
-        )
-        self.mean[...], self.var[...] = (jax.lax.stop_gradient(a) for a in new)
-    return hnn.batch_norm(x, mean, var, bias, scale, self.c, self.epsilon)
+      return hnn.batch_norm(x, mean, var, bias, scale, self.c, self.epsilon)
+    flat = x.reshape(-1, x.shape[-1])
+    y, mean, var = hnn.batch_norm_train(flat, bias, scale, self.c, self.epsilon)
+    if not use_running_average:
+      sdt = self.mean[...].dtype
+      stats = (self.mean[...], self.var[...], mean.astype(sdt), var.astype(sdt))
+      new = hnn.running_stats(*stats, self.momentum, self.c)
+      self.mean[...], self.var[...] = (jax.lax.stop_gradient(a) for a in new)
+    return y.reshape(x.shape)
 
 
 class PoincareMLR(nnx.Module):
