@@ -15,10 +15,19 @@ Options of `poincare_identity`:
       order (row c·K + p for channel c at window position p, row-major over the window, as torch
       `unfold` and `jax.lax.conv_general_dilated_patches`): output o copies input channel
       ⌊o/K⌋ at window position o mod K, a shifted selection, NOT a centre-tap identity;
-    'centre_tap': ½·eye(C_in, C_out) on the centre tap, zeros elsewhere: with C_in = C_out the
-      conv maps each pixel's channels to themselves (up to the β-concatenation scaling).
+    'centre_tap': ½·eye(C_in, C_out) on the centre tap, zeros elsewhere: with C_in = C_out
+      output channel o reads input channel o of the same pixel.
 Both write the kernel in the (*window, C_in, C_out) layout; the conv must unfold channel-major
-for 'reference_eye' to mean what it says.
+for 'reference_eye' to mean what it says (`initlab.models.poincare.PoincareConv2d` does:
+kernel[i, j, ch, o] = z[ch·K + i·kw + j, o]).
+What the conv then computes (`initlab.hyperbolic.nn.poincare_conv2d`, r = 0): with v the
+pixel's β-concatenated window in the tangent space at 0 and v_S its selected coordinates (one
+row per output), log₀(y) = asinh(sinh(2√c‖v‖)‖v_S‖/‖v‖)/(2√c) · v_S/‖v_S‖: a selection,
+rescaled by how much of the window it keeps. So centre_tap with C_in = C_out maps a pixel
+whose neighbours are at the origin to itself times the β-ratio B(K·C/2, ½)/B(C/2, ½) in the
+tangent space (≈ 1/√K), and a 1x1 conv (β-ratio 1) to itself exactly; with other non-zero
+neighbours it keeps the pixel's direction but not its norm. (Tested in
+tests/hyperbolic/test_poincare_layers.py.)
 """
 
 from __future__ import annotations
