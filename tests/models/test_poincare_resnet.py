@@ -2,6 +2,7 @@
 axes and init hints, its inits from a config, its stages, and its errors. Training to > 90%
 on digits and kill/resume: tests/train/test_poincare_resume.py."""
 
+import pathlib
 import re
 
 import jax
@@ -138,3 +139,18 @@ def test_stages_shapes():
 def test_bad_options(overrides, match):
   with pytest.raises(ValueError, match=match):
     abstract(tiny(**overrides))
+
+
+def test_digits_config_validates():
+  """configs/poincare_resnet_digits.py: every argument gives a valid config; a bad conv mode
+  is refused with the valid choices."""
+  from initlab import config as config_lib  # pylint: disable=g-import-not-at-top
+
+  path = pathlib.Path(__file__).resolve().parents[2] / 'configs' / 'poincare_resnet_digits.py'
+  for arg in (None, 'smoke', 'small', 'conv=centre_tap', 'scheme=hnnpp'):
+    config = config_lib.load(path, arg)
+    config_lib.validate(config, num_devices=8, process_count=1)
+    assert config.model.name == 'poincare_resnet'
+  assert config_lib.load(path).init.compare == ('poincare_identity', 'hnnpp')
+  with pytest.raises(ValueError, match="conv='middle'; valid choices"):
+    config_lib.validate(config_lib.load(path, 'conv=middle'), num_devices=8, process_count=1)
