@@ -273,7 +273,7 @@ def test_frechet_mean_karcher_flow_minimizes_squared_distances(c):
   for b in range(4):
     ref = np_frechet_mean(xs[b], c, w[b])
     close(mu[b], ref, tol=1e-6)  # BFGS stops at ~1e-8 in μ (the cost is flat to 1e-16 there)
-    cost = lambda m: np.sum(w[b] * np_dist(xs[b], np.asarray(m)[None], c) ** 2)
+    cost = lambda m, b=b: np.sum(w[b] * np_dist(xs[b], np.asarray(m)[None], c) ** 2)
     assert cost(mu[b]) <= cost(ref) * (1 + 1e-13)
     assert np.max(np.abs(np.asarray(hb.midpoint(xs[b], c, w[b])) - ref)) > 1e-3
   close(ball.frechet_mean(xs, c, axis=1, iters=0), hb.midpoint(xs, c, axis=1), tol=1e-15)
