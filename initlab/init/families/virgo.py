@@ -14,7 +14,8 @@ self-loops). N nodes, m0 input features, m hidden width, C classes, layers l = 1
 The 2 is the ReLU gate (each path open with probability ½); a_k and b_k are L sparse
 mat-vecs (`jax.ops.segment_sum` over the edges). Baselines by name: `xavier_uniform`,
 `he_uniform` (Kaiming fan_in) and `kaiming_fan_out` (registered here), all uniform as in the
-paper's comparison.
+paper's comparison. `virgo_forward`, `virgo_backward`, `virgo_arithmetic` name the modes, so
+one study (`init.compare`) can hold several.
 """
 
 from __future__ import annotations
@@ -218,3 +219,10 @@ def kaiming_fan_out(in_axis=-2, out_axis=-1, batch_axis=()):
   return jax.nn.initializers.variance_scaling(
     2.0, 'fan_out', 'uniform', in_axis=in_axis, out_axis=out_axis, batch_axis=batch_axis
   )
+
+
+for _mode in ('forward', 'backward', 'arithmetic'):  # One name per mode, for init.compare.
+  register_scheme(
+    f'virgo_{_mode}',
+    description=f"Virgo (arXiv 2312.02622) in mode '{_mode}': virgo(mode={_mode!r})",
+  )(functools.partial(virgo, mode=_mode))
