@@ -42,6 +42,19 @@ def test_committed_notebook_is_clean(path):
   assert not re.search(r'github\.com/initlab|raw\.githubusercontent', text), path.name
 
 
+@pytest.mark.parametrize('repo_env', ['', 'repo'])
+def test_install_cell_finds_the_checkout(repo_env, tmp_path, monkeypatch):
+  """From a folder outside the checkout: INITLAB_REPO, else where the importable initlab is."""
+  monkeypatch.chdir(tmp_path)
+  monkeypatch.setenv('INITLAB_REPO', str(REPO) if repo_env else '')
+  cell = next(
+    c for c in nbformat.read(NOTEBOOKS / 'quickstart.ipynb', 4).cells if c.cell_type == 'code'
+  )
+  namespace = {}
+  exec(compile(cell.source, 'install-cell', 'exec'), namespace)  # initlab importable: no pip
+  assert namespace['find_repo']() == REPO
+
+
 def _texts(outputs):
   for o in outputs:
     if o.output_type == 'stream':
