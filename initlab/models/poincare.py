@@ -164,15 +164,14 @@ class PoincareBatchNorm(nnx.Module):
     bias, scale = self.bias[...].astype(dtype), self.scale[...].astype(dtype)
     if use_running_average and self.running_stats:
       mean, var = self.mean[...].astype(dtype), self.var[...].astype(dtype)
-      return hnn.batch_norm(x, mean, var, bias, scale, self.c, self.epsilon)
-    flat = x.reshape(-1, x.shape[-1])
-    y, mean, var = hnn.batch_norm_train(flat, bias, scale, self.c, self.epsilon)
+    else:  # hnn.batch_stats: the one place a study swaps the mean (e.g. for a Fréchet mean)
+      mean, var = hnn.batch_stats(x.reshape(-1, x.shape[-1]), self.c)
     if not use_running_average:
       sdt = self.mean[...].dtype
       stats = (self.mean[...], self.var[...], mean.astype(sdt), var.astype(sdt))
       new = hnn.running_stats(*stats, self.momentum, self.c)
       self.mean[...], self.var[...] = (jax.lax.stop_gradient(a) for a in new)
-    return y.reshape(x.shape)
+    return hnn.batch_norm(x, mean, var, bias, scale, self.c, self.epsilon)
 
 
 class PoincareMLR(nnx.Module):

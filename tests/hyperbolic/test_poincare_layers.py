@@ -266,13 +266,9 @@ def test_batch_norm_equals_textbook_formula():
     np.testing.assert_allclose(var, np.mean(np_dist(x, np_midpoint(x, c), c) ** 2), **TOL)
     got = hnn.batch_norm(x, mean, 0.3, bias, 1.7, c)
     np.testing.assert_allclose(got, np_batch_norm(x, mean, 0.3, bias, 1.7, c), **TOL)
-    y, mu2, var2 = hnn.batch_norm_train(x, bias, 1.7, c)
-    np.testing.assert_allclose(y, np_batch_norm(x, np.asarray(mu), float(var), bias, 1.7, c), **TOL)
-    np.testing.assert_allclose(mu2, mu, **TOL)
-    np.testing.assert_allclose(var2, var, **TOL)
     # normalized: the output's midpoint is β and its Fréchet variance ≈ scale² (up to
     # midpoint ≠ Fréchet mean)
-    y1 = hnn.batch_norm_train(x, np.zeros(6), 1.0, c)[0]
+    y1 = hnn.batch_norm(x, mu, var, np.zeros(6), 1.0, c)
     assert np.linalg.norm(np_midpoint(np.asarray(y1), c)) < 0.05
     d0 = np_dist(np.asarray(y1), np.zeros(6), c)  # d(0, f ⊗ w) = f d(μ, x): variance f²σ²
     assert np.mean(d0**2) == pytest.approx(float(var) / (float(var) + 1e-6), rel=1e-10)
@@ -317,6 +313,19 @@ def test_batch_norm_running_statistics_used_in_eval():
     ref.bias[...], ref.scale[...] = bias, scale
     np.testing.assert_allclose(ref(x2, use_running_average=True), y, **TOL)
     np.testing.assert_array_equal(ref.mean[...], np.zeros(6))
+
+
+def test_batch_norm_reads_batch_stats_through_the_module_function(monkeypatch):
+  """PoincareBatchNorm takes its train-mode statistics from `hnn.batch_stats` at call time, so
+  a study can swap the gyromidpoint for another mean (experiments/poincare_resnet: Fréchet)."""
+  rng, c = np.random.default_rng(8), 0.5
+  x = ball(rng, (10, 6), c)
+  mu = ball(rng, (6,), c, rmax=0.5)
+  monkeypatch.setattr(hnn, 'batch_stats', lambda xs, c: (jnp.asarray(mu), jnp.asarray(0.7)))
+  with jax.enable_x64(True):
+    bn = _bn(c)
+    np.testing.assert_allclose(bn(x), np_batch_norm(x, mu, 0.7, np.zeros(6), 1.0, c), **TOL)
+    np.testing.assert_allclose(bn.var[...], 0.8 + 0.2 * 0.7, **TOL)
 
 
 def test_layers_float32_and_gradients_finite():
