@@ -83,6 +83,11 @@ def run_ray(
     RuntimeError: naming the trials that failed (their errors are also in the manifest) or
       whose task died more than `max_retries` times (they stay 'running', resumable).
   """
+  statuses = manifest_lib.Manifest(workdir).statuses()
+  queue = [t.id for t in trials if statuses.get(t.id) not in manifest_lib.FINAL]
+  if not queue:
+    logging.info('ray: all %d trials are final; nothing to run', len(trials))
+    return
   started = not ray.is_initialized()
   if started:
     ray.init(address=address)
@@ -99,8 +104,6 @@ def run_ray(
       max_calls=1 if gpus or res else 0,
       **dict(options or {}),
     )(_trial_task)
-    statuses = manifest_lib.Manifest(workdir).statuses()
-    queue = [t.id for t in trials if statuses.get(t.id) not in manifest_lib.FINAL]
     logging.info(
       'ray: %d/%d trials to run; each %s CPU %s GPU %s',
       len(queue),
