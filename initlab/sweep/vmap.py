@@ -163,9 +163,11 @@ def _fresh_states(program: _Program, runs: list[loop.Run]) -> dict[int, state_li
     keys = jnp.stack([jax.random.key(r.config.seeds.init) for r in group])
     dropout = jnp.stack([jax.random.key(r.config.seeds.dropout) for r in group])
     init = jax.jit(jax.vmap(group[0].setup.init), out_shardings=program.state_sh)
-    stacked = init(keys, dropout)
+    # One program at a time: with several in flight (the init's collectives, then slices),
+    # XLA's CPU client was seen to deadlock on the fake 8-device platform.
+    stacked = jax.block_until_ready(init(keys, dropout))
     for k, r in enumerate(group):
-      out[id(r)] = program.take(stacked, k)
+      out[id(r)] = jax.block_until_ready(program.take(stacked, k))
   return out
 
 
@@ -358,7 +360,7 @@ class _Checkpointers:
     for k, r in enumerate(self.view.runs):
       if k in self.view.diverged:
         continue
-      one = self.view.program.take(state, k)
+      one = jax.block_until_ready(self.view.program.take(state, k))  # See _fresh_states.
       r.checkpointer.save(
         step,
         loop.to_checkpoint(one),
