@@ -1,7 +1,7 @@
 """initlab.models: the Flax NNX model zoo, built by name from a config.
 
     import initlab.models as im
-    config = im.default_config('resnet20')       # or 'mlp', 'resnet', 'vit', 'transformer_lm'
+    config = im.default_config('resnet20')       # or 'mlp', 'vit', 'poincare_resnet20', ...
     model = im.build(config, rngs=nnx.Rngs(0))
     logits = model(images, train=False)
     for name, stage in model.stages(): ...       # composing the stages == model(x)
