@@ -30,18 +30,18 @@ steps (so load from other processes hits them alike); a round times `n` steps (a
 `--min_round_s`) and the table shows the median ms per step. XLA's CPU backend uses all the
 process's cores (its thread pool is not limited by --threads).
 
-Measured (2 CPU cores shared with four other jobs, load average ~16; jax 0.10.2, torch 2.13,
-hypll 0.1.1), `python benchmarks/poincare.py`:
+Measured (2 CPU cores shared with other jobs; jax 0.10.2, torch 2.13, hypll 0.1.1),
+`python benchmarks/poincare.py` at load average ~4 (at ~16 in parentheses):
 
-                wall ms   CPU ms   temp MiB   compile s
-    custom       1277.2    402.9      113.7       682.8
-    autodiff     1290.3    431.8      309.5       334.7
-    hypll        6981.3   1223.4          -           -
+                wall ms          CPU ms         temp MiB   compile s
+    custom       361.2 (1277.2)  359.0 (402.9)     118.3   (682.8 cold)
+    autodiff     406.7 (1290.3)  404.8 (431.8)     331.0   (334.7 cold)
+    hypll        921.5 (6981.3)  885.9 (1223.4)        -
 
-custom/autodiff: memory 0.367x, wall 0.990x, CPU 0.933x; initlab/HypLL: wall 0.183x, CPU
-0.329x. `--model=mlp --depth=30 --width=256 --batch=512`: temp 35.4 vs 195.8 MiB (0.181x;
-0.93x before the backward passes waited for the cotangent, see `initlab.hyperbolic.core`),
-CPU 216.8 vs 227.8 ms (0.952x). The custom step compiles about 2x longer.
+custom/autodiff: memory 0.357x (0.367x), CPU time 0.89x (0.93x); initlab/HypLL: CPU time
+0.41x (0.33x), wall 0.39x (0.18x). `--model=mlp --depth=30 --width=256 --batch=512`: temp
+35.4 vs 195.8 MiB (0.181x; 0.93x before the backward passes waited for the cotangent, see
+`initlab.hyperbolic.core._after`), CPU time 0.93-0.95x.
 
 `measure_vjp` (the custom/autodiff part, also for a stack of PoincareLinear layers:
 `--model=mlp`) is imported by experiments/poincare_resnet/run.py.
