@@ -4,7 +4,7 @@ arXiv 2303.14027), in plain JAX. Below `initlab.models`: imports nothing from mo
   core   mobius_add, project, expmap0, logmap0 with hand-written VJPs (`use_custom_vjp`), the
          dtype-aware ε, the learnable-curvature helpers
   ball   lambda_x, mobius_scalar, expmap/logmap at any point, dist, gyration, transport,
-         midpoint, frechet_variance
+         midpoint, frechet_variance, frechet_mean (Karcher flow)
   fc     poincare_fc: the HNN++ fully-connected layer (z, r), its core with a hand-written VJP;
          the identity and standard inits' kernels
   nn     layer math: beta_concat, conv_patches/poincare_conv2d, batch_stats/batch_norm/
@@ -17,6 +17,7 @@ Points are (..., d) arrays (batched over leading axes), c > 0 a scalar: the ball
 from initlab.hyperbolic.ball import (  # noqa: F401
   dist,
   expmap,
+  frechet_mean,
   frechet_variance,
   gyration,
   lambda_x,
