@@ -143,6 +143,7 @@ def _everything(x, y, v, craw):
     hb.transport(px, py, v, c),
     hb.midpoint(pts, c),
     hb.frechet_variance(pts, c),
+    hb.frechet_mean(pts, c, iters=3),
     hb.lambda_x(px, c),
     poincare_fc(px, v.T, y[0, :3], c),  # z (4, 3) and r (3,) anywhere in [-1e3, 1e3]
   ]
