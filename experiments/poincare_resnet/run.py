@@ -195,8 +195,8 @@ def train_cells(args) -> None:
 
   only = set(args.only.split(',')) - {''}
   cells = [c for c in (SMOKE_CELLS if args.smoke else CELLS) if not only or c in only]
-  if len(cells) > 1:  # one process per cell: JAX's trace caches gave the Fréchet cell the
-    for cell in cells:  # midpoint cell's step (the mean is swapped in Python, not in the config)
+  if len(cells) > 1:  # one process per cell: the Fréchet swap is process-global state, and
+    for cell in cells:  # each cell then traces and compiles its own step from scratch
       _self(args, '--phase=train', f'--only={cell}')
     return
   for cell in cells:
