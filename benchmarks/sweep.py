@@ -2,6 +2,7 @@ r"""Sweep runners: 16 seeds of the quickstart model, `vmap` vs `sequential` wall
 
     python benchmarks/sweep.py                         # widths 32, 128 (quickstart), 512
     python benchmarks/sweep.py --widths=128 --seeds=16 --steps=300
+    python benchmarks/sweep.py --widths=128 --compilation_cache   # as a user runs it
 
 For each MLP width (depth 4, the quickstart's other settings: SGD+momentum, cosine, batch 64,
 300 steps, eval every 50, checkpoints every 100), the same 16-seed sweep (he_normal) runs in
@@ -9,7 +10,9 @@ two fresh workdirs on the same machine, in this process: `runners.run_sequential
 `train.run` after another) and `vmap.run_vmap` (all seeds stacked in one program). Wall time
 includes everything a user waits for after `prepare` (init, compilation, training, eval,
 checkpoints, metrics), not the report. JAX's persistent compilation cache is off, so neither
-runner reuses the other's programs. Prints each wall time and process CPU time (less sensitive to other processes' load on a
+runner reuses the other's programs; `--compilation_cache` turns it on in a fresh directory,
+as a user has it by default: sequential trials 2..16 then load their programs from it (vmap
+runs first; sequential may also reuse its init program). Prints each wall time and process CPU time (less sensitive to other processes' load on a
 shared machine), the speed-ups (sequential / vmap) and
 the largest per-seed difference of the final train loss between the runners. Goal: >= 6x at
 the quickstart width (128).
@@ -38,6 +41,9 @@ from initlab.sweep import vmap
 _WIDTHS = flags.DEFINE_list('widths', ['32', '128', '512'], 'MLP widths (quickstart: 128).')
 _SEEDS = flags.DEFINE_integer('seeds', 16, 'Seeds per sweep.')
 _STEPS = flags.DEFINE_integer('steps', 300, 'Train steps per trial (quickstart: 300).')
+_CACHE = flags.DEFINE_bool(
+  'compilation_cache', False, "JAX's persistent compilation cache on, in a fresh directory."
+)
 
 
 def config(width: int):
@@ -75,6 +81,8 @@ def main(argv):
 
   rows = []
   with tempfile.TemporaryDirectory() as root:
+    if _CACHE.value:  # Read when the first run is built (initlab.train.runtime).
+      os.environ['INITLAB_COMPILATION_CACHE'] = os.path.join(root, 'jax_cache')
     for width in map(int, _WIDTHS.value):
       t_vmap, c_vmap, l_vmap = timed(width, 'vmap', root)
       t_seq, c_seq, l_seq = timed(width, 'sequential', root)
@@ -86,8 +94,10 @@ def main(argv):
         f'max |loss diff| {diff:.2e}',
         flush=True,
       )
+  cache = 'on (fresh)' if _CACHE.value else 'off'
   print(
-    f'\n{_SEEDS.value} seeds x {_STEPS.value} steps, MLP depth 4, batch 64, {os.cpu_count()} CPUs:'
+    f'\n{_SEEDS.value} seeds x {_STEPS.value} steps, MLP depth 4, batch 64, {os.cpu_count()} CPUs, '
+    f'compilation cache {cache}:'
   )
   print(
     '| width | sequential s (CPU s) | vmap s (CPU s) | speed-up wall | speed-up CPU | max abs loss diff |'

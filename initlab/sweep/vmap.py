@@ -126,17 +126,17 @@ def _run_group(claims: list[Claim], runs: list[loop.Run], callbacks) -> dict[str
       r._wall_start = start_time  # pylint: disable=protected-access
       finished = loop.check_workdir(r.workdir, r.config)
       if id(r) in fresh:
-        state, data_state, resumed = fresh[id(r)], None, False
+        state, data_state, resumed, start = fresh[id(r)], None, False, 0
       else:
         state, data_state, resumed = r.initial_state()
-      start = int(jax.device_get(state.step))
+        start = int(jax.device_get(state.step))
       if finished is not None and start == r.config.train.steps:
         c.finish('done')
         out[c.trial.id] = dict(status='done', error=None)
         continue
       loop.write_json(r.workdir / loop.CONFIG_NAME, r.recorded_config())
       if r.config.diagnostics_at_init and not resumed:
-        loop.write_json(r.workdir / loop.DIAGNOSTICS_NAME, r.diagnostics(state))
+        loop.write_json(r.workdir / loop.DIAGNOSTICS_NAME, r.diagnostics(program.get(state)))
       pending.append((c, r, state, data_state, resumed, start))
     by_start: dict[int, list] = {}
     for item in pending:
@@ -146,11 +146,12 @@ def _run_group(claims: list[Claim], runs: list[loop.Run], callbacks) -> dict[str
   return out
 
 
-def _fresh_states(program: _Program, runs: list[loop.Run]) -> dict[int, state_lib.TrainState]:
-  """{id(run): initial state} of the runs that start from their param-stage init alone (no
-  checkpoint, init_from, pretrained params or data stage): one vmapped `setup.init` per init
-  scheme and options, over the trials' seeds, instead of one compiled init per trial. Per
-  trial the same as `Run.initial_state` (random draws depend only on each trial's key)."""
+def _fresh_states(program: _Program, runs: list[loop.Run]) -> dict[int, _Slice]:
+  """{id(run): its initial state, a `_Slice` of a stacked state} of the runs that start from
+  their param-stage init alone (no checkpoint, init_from, pretrained params or data stage):
+  per init scheme and options, one run's compiled `setup.init` (what `Run.initial_state`
+  calls) over the trials' seeds, instead of one compile per trial (a vmapped init compiles
+  about twice as long as a run's on CPU), stacked once."""
   by_init: dict[str, list[loop.Run]] = {}
   for r in runs:
     simple = not (r.checkpointer.all_steps() or r.config.init_from or r.plan.data)
@@ -160,15 +161,28 @@ def _fresh_states(program: _Program, runs: list[loop.Run]) -> dict[int, state_li
       ).append(r)
   out = {}
   for group in by_init.values():
-    keys = jnp.stack([jax.random.key(r.config.seeds.init) for r in group])
-    dropout = jnp.stack([jax.random.key(r.config.seeds.dropout) for r in group])
-    init = jax.jit(jax.vmap(group[0].setup.init), out_shardings=program.state_sh)
-    # One program at a time: with several in flight (the init's collectives, then slices),
-    # XLA's CPU client was seen to deadlock on the fake 8-device platform.
-    stacked = jax.block_until_ready(init(keys, dropout))
+    init = group[0].setup.init  # One compiled init (a run's) for the group's seeds.
+    states = [
+      # One program at a time: with several in flight (the init's collectives, then the
+      # stack), XLA's CPU client was seen to deadlock on the fake 8-device platform.
+      jax.block_until_ready(
+        init(jax.random.key(r.config.seeds.init), jax.random.key(r.config.seeds.dropout))
+      )
+      for r in group
+    ]
+    stacked = jax.block_until_ready(program.stack(*states))
     for k, r in enumerate(group):
-      out[id(r)] = jax.block_until_ready(program.take(stacked, k))
+      out[id(r)] = _Slice(stacked, k)
   return out
+
+
+@dataclasses.dataclass(frozen=True)
+class _Slice:
+  """Trial k of a stacked state, taken only if needed (a stack of all of `stacked`'s trials
+  in order trains `stacked` itself)."""
+
+  stacked: Any
+  k: int
 
 
 class _Program:
@@ -226,18 +240,35 @@ class _Program:
     )
     self.take = jax.jit(lambda s, k: jax.tree.map(lambda x: x[k], s), out_shardings=setup.shardings)
 
+  def get(self, state):
+    """A trial's state (a `_Slice` is taken out of its stack)."""
+    if isinstance(state, _Slice):  # One program at a time: see _fresh_states.
+      return jax.block_until_ready(self.take(state.stacked, state.k))
+    return state
+
+  def stacked(self, states):
+    """The states stacked on a leading trial axis."""
+    first = states[0]
+    whole = isinstance(first, _Slice) and [getattr(s, 'k', None) for s in states] == list(
+      range(len(jax.tree.leaves(first.stacked)[0]))
+    )
+    if whole and all(isinstance(s, _Slice) and s.stacked is first.stacked for s in states):
+      return first.stacked
+    return self.stack(*[self.get(s) for s in states])
+
 
 def _train_stack(program: _Program, items, start: int, callbacks) -> dict[str, dict]:
   claims = [it[0] for it in items]
   runs = [it[1] for it in items]
   view = _Stack(program, claims, runs)
-  state = program.stack(*[it[2] for it in items])
+  state = program.stacked([it[2] for it in items])
   lrs = jnp.asarray([r.config.optimizer.learning_rate for r in runs], jnp.float32)
   view.train_step = lambda s, b: program.train_step(s, b, lrs)
   view.lean_step = lambda s, b: program.lean_step(s, b, lrs)
   data_states = [i[3] for i in items]
   it = _StackedIterator(
-    _shared_iterators(runs, data_states) or [r.train_iterator(d) for r, d in zip(runs, data_states)]
+    _shared_iterators(runs, data_states)
+    or _Zip([r.train_iterator(d) for r, d in zip(runs, data_states)])
   )
   writer = _Writers(view, [metrics_lib.MetricWriter(r.workdir, purge_step=start + 1) for r in runs])
   logged = [loop._logged_finals(r.workdir, start) if i[4] else {} for r, i in zip(runs, items)]  # pylint: disable=protected-access
@@ -251,7 +282,7 @@ def _train_stack(program: _Program, items, start: int, callbacks) -> dict[str, d
   finally:
     writer.close()
     it.close()
-  out = {}
+  out, provenance = {}, loop._provenance()  # pylint: disable=protected-access
   for k, (c, r) in enumerate(zip(claims, runs)):
     if k in view.diverged:
       out[c.trial.id] = dict(status='diverged', error=view.diverged[k])
@@ -267,7 +298,7 @@ def _train_stack(program: _Program, items, start: int, callbacks) -> dict[str, d
       wall_s=r.wall_s(),
       resumed_from=start if items[k][4] else None,
       eval_examples=view.eval_examples,
-      provenance=loop._provenance(),  # pylint: disable=protected-access
+      provenance=provenance,
       vmap_trials=len(runs),
     )
     loop.write_json(r.workdir / loop.SUMMARY_NAME, summary)
@@ -370,19 +401,16 @@ class _Checkpointers:
       )
 
 
-def _shared_iterators(runs: list[loop.Run], data_states) -> list | None:
-  """Per-trial train iterators that decode the split once for all trials, or None.
+def _shared_iterators(runs: list[loop.Run], data_states) -> _SharedBatches | None:
+  """The trials' train batches from the split decoded once for all trials, or None.
 
-  Each trial reads the run's own grain stream (`data.pipeline.local_batches`: same seed,
-  shuffle, repeat and batching) over the example indices instead of the examples, by random
-  access (no reader threads), so it yields the run's order and its `get_state()` is a run's
-  (checkpoints stay resumable by `train.run`); the batches are gathered from the split
-  decoded once into memory. Only for
-  classification splits of at most SHARED_DATA_BYTES (decoded); else None (each trial
-  decodes its own batches, as a run does).
+  Each trial gets the example order of its run's grain stream (`BatchOrder`), so its
+  batches and `get_state()` are a run's (checkpoints stay resumable by `train.run`); the
+  stacked batch is one fancy-index of the decoded split. Only for classification splits of
+  at most SHARED_DATA_BYTES (decoded); else None (each trial decodes its own batches, as a
+  run does).
   """
   from initlab.data import inputs  # pylint: disable=g-import-not-at-top
-  from initlab.data import pipeline  # pylint: disable=g-import-not-at-top
 
   r = runs[0]
   if r.meta.task != 'classification' or len(runs) < 2:
@@ -395,39 +423,99 @@ def _shared_iterators(runs: list[loop.Run], data_states) -> list | None:
     return None
   records = [first] + [decode(source[i]) for i in range(1, n)]
   table = {k: np.stack([np.asarray(rec[k]) for rec in records]) for k in first}
-  out = []
-  for run, state in zip(runs, data_states):
-    order = pipeline.local_batches(
-      range(n), batch_size=run.config.train.batch_size, seed=run.config.seeds.data
+  order = BatchOrder(n, r.config.train.batch_size)
+  seeds = [run.config.seeds.data for run in runs]
+  starts = [int((state or {}).get('next_index', 0)) for state in data_states]
+  return _SharedBatches(order, seeds, starts, table)
+
+
+class BatchOrder:
+  """The example indices of `data.pipeline.local_batches(range(n), batch_size=.., seed=..)`
+  (shuffled, repeated forever, remainder dropped), batch by batch, for many seeds at once.
+
+  grain's `MapDataset.shuffle(seed)` permutes epoch e of a repeated stream with the seed
+  `(seed + e) mod 2**32` (`ShuffleMapDataset._shuffled_index`), so epoch e of seed s is
+  epoch 0 of seed s + e: the permutations are computed once per distinct epoch seed and
+  shared by trials with consecutive seeds (a sweep's `seeds.data + k`). The tests check the
+  order against the real pipeline's.
+  """
+
+  def __init__(self, n: int, batch_size: int, *, process_index=None, process_count=None):
+    self.n, self.batch_size = int(n), int(batch_size)
+    self.process_index = jax.process_index() if process_index is None else process_index
+    self.process_count = jax.process_count() if process_count is None else process_count
+    self.local = self.batch_size // self.process_count
+    self._perms: dict[int, np.ndarray] = {}
+
+  def _perm(self, seed: int) -> np.ndarray:
+    if seed not in self._perms:
+      self._perms[seed] = _epoch_permutation(self.n, seed)
+    return self._perms[seed]
+
+  def indices(self, seeds: Sequence[int], ks: Sequence[int]) -> np.ndarray:
+    """[trials, local batch] example indices of local batch ks[t] of seed seeds[t]."""
+    out = np.empty((len(seeds), self.local), np.int64)
+    rows = np.arange(self.local)
+    for t, (seed, k) in enumerate(zip(seeds, ks)):
+      flat = (k * self.process_count + self.process_index) * self.local + rows
+      epoch, within = np.divmod(flat, self.n)
+      for e in np.unique(epoch):  # A batch spans at most two epochs.
+        sel = epoch == e
+        out[t, sel] = self._perm((seed + int(e)) % 2**32)[within[sel]]
+    return out
+
+
+def _epoch_permutation(n: int, seed: int) -> np.ndarray:
+  """Epoch 0 of `grain.MapDataset.range(n).shuffle(seed=seed)` as an index array."""
+  try:  # grain's own permutation (what `shuffle` calls per index), without the per-item path.
+    from grain._src.python.experimental.index_shuffle.python import index_shuffle_module as m  # pylint: disable=g-import-not-at-top
+
+    return np.fromiter(
+      (m.index_shuffle(i, max_index=n - 1, seed=seed, rounds=4) for i in range(n)), np.int64, n
     )
-    out.append(_Gather(order, table, (state or {}).get('next_index', 0)))
-  return out
+  except ImportError:  # Another grain layout: its public (slower) path.
+    import grain  # pylint: disable=g-import-not-at-top
+
+    return np.fromiter(grain.MapDataset.range(n).shuffle(seed=seed), np.int64, n)
 
 
-class _Gather:
-  """Batch k: the `table` rows at the indices of item k of `order` (a `local_batches` over
-  the example indices); its state is that of `data.make_iterator` after k batches."""
+class _SharedBatches:
+  """Stacked batches [trials, local batch, ...] gathered from the decoded split `table` at
+  the trials' `BatchOrder` indices; `get_state()`: each trial's `make_iterator` state."""
 
-  def __init__(self, order, table, k: int):
-    self.order, self.table, self.k = order, table, int(k)
+  def __init__(self, order: BatchOrder, seeds, starts, table):
+    self.order, self.seeds, self.ks, self.table = order, list(seeds), list(starts), table
 
   def __next__(self):
-    idx = np.asarray(self.order[self.k])
-    self.k += 1
+    idx = self.order.indices(self.seeds, self.ks)
+    self.ks = [k + 1 for k in self.ks]
     return {name: v[idx] for name, v in self.table.items()}
 
   def get_state(self):
-    return {'next_index': self.k}
+    return [{'next_index': k} for k in self.ks]
+
+
+class _Zip:
+  """Per-trial iterators -> stacked batches [trials, ...]; `get_state()`: one per trial."""
+
+  def __init__(self, iterators):
+    self.iterators = iterators
+
+  def __next__(self):
+    return jax.tree.map(lambda *x: np.stack(x), *[next(it) for it in self.iterators])
+
+  def get_state(self):
+    return [it.get_state() for it in self.iterators]
 
 
 class _StackedIterator:
-  """Per-trial train iterators -> batches with a leading trial axis, read ahead in a thread
-  (the input work overlaps the device's); `get_state()`: the trials' states after the last
-  batch handed out."""
+  """Stacked batches of `source` (`_SharedBatches` or `_Zip`), read ahead in a thread (the
+  input work overlaps the device's); `get_state()`: the trials' states after the last batch
+  handed out."""
 
-  def __init__(self, iterators, prefetch: int = 4):
-    self.iterators = iterators
-    self._states = [it.get_state() for it in iterators]
+  def __init__(self, source, prefetch: int = 4):
+    self.source = source
+    self._states = source.get_state()
     self._queue = queue.Queue(maxsize=prefetch)
     self._stop = threading.Event()
     self._thread = threading.Thread(target=self._produce, daemon=True)
@@ -436,8 +524,8 @@ class _StackedIterator:
   def _produce(self):
     try:
       while not self._stop.is_set():
-        batch = jax.tree.map(lambda *x: np.stack(x), *[next(it) for it in self.iterators])
-        item = (batch, [it.get_state() for it in self.iterators])
+        batch = next(self.source)
+        item = (batch, self.source.get_state())
         while not self._stop.is_set():
           try:
             self._queue.put(item, timeout=0.1)

@@ -152,3 +152,28 @@ def test_processes_runner_runs_each_trial_once(tiny_config, tmp_path):
   assert set(entries(tmp_path).values()) == {('done', 1, 1)}
   for t in trials:
     assert train_steps(tmp_path, t.id) == [2, 4]
+
+
+@pytest.mark.parametrize('process_index,process_count', [(0, 1), (1, 2)])
+def test_vmap_batch_order_is_the_single_run_pipelines(process_index, process_count):
+  """The vmap runner's vectorized data order (all trials, one call per batch) equals each
+  trial's own grain stream, over several seeds and epochs, batches spanning two epochs."""
+  from initlab.data import pipeline  # pylint: disable=g-import-not-at-top
+
+  n, batch = 37, 8
+  seeds, starts = [3, 4, 5, 2**32 - 2], [0, 5, 11, 2]
+  order = vmap_lib.BatchOrder(n, batch, process_index=process_index, process_count=process_count)
+  runs = [
+    pipeline.local_batches(
+      range(n),
+      batch_size=batch,
+      seed=s,
+      process_index=process_index,
+      process_count=process_count,
+    )
+    for s in seeds
+  ]
+  for step in range(30):  # Up to epoch 13 of each seed.
+    ks = [k + step for k in starts]
+    want = np.stack([np.asarray(r[k]) for r, k in zip(runs, ks)])
+    np.testing.assert_array_equal(order.indices(seeds, ks), want)
