@@ -10,10 +10,11 @@ import os
 
 import jax
 
+import initlab
+
 DISTRIBUTED_ENV = 'INITLAB_DISTRIBUTED'
 CACHE_ENV = 'INITLAB_COMPILATION_CACHE'
 _COORDINATOR_ENVS = ('JAX_COORDINATOR_ADDRESS', 'COORDINATOR_ADDRESS')
-CPU_WORKERS = 128  # XLA:CPU workers when multi-process: 4 devices x 32 programs in flight.
 
 
 def maybe_initialize_distributed() -> bool:
@@ -27,14 +28,7 @@ def maybe_initialize_distributed() -> bool:
   wanted = wanted or any(os.environ.get(k) for k in _COORDINATOR_ENVS)
   if not wanted or jax.distributed.is_initialized():
     return False
-  if not (os.environ.get('PJRT_NPROC') or os.environ.get('NPROC')):
-    # XLA:CPU runs each local device's share of every dispatched program on one pool of
-    # `PJRT_NPROC` workers (default: sized from the core count, 4 on 2 cores), and a
-    # cross-process (gloo) collective holds its worker until every process's participants
-    # arrive. With programs in flight (async dispatch, e.g. the eval loop) a small pool fills
-    # with participants waiting for one queued behind them: a silent deadlock at 0% CPU.
-    # Read when the CPU client is created, i.e. after this function.
-    os.environ['PJRT_NPROC'] = str(max(os.cpu_count() or 1, CPU_WORKERS))
+  initlab.size_cpu_worker_pool()
   kwargs = {}
   address = next((os.environ[k] for k in _COORDINATOR_ENVS if os.environ.get(k)), None)
   if address:
