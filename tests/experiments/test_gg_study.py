@@ -1,7 +1,6 @@
 """End-to-end smoke run of experiments/gg_priors (the [gg] study): outputs exist and are sane,
 and every number comes from `initlab.train.run` (the one loop) of a config derived from configs/."""
 
-import json
 import math
 import os
 import pathlib
@@ -12,6 +11,8 @@ import pytest
 
 from initlab import config as config_lib
 from initlab import rundir
+
+import study_testlib
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 FIGURES = (
@@ -45,12 +46,7 @@ def smoke(tmp_path_factory):
 
 
 def _configs():
-  sys.path.insert(0, str(REPO / 'experiments' / 'gg_priors'))
-  try:
-    import configs  # pylint: disable=g-import-not-at-top
-  finally:
-    sys.path.pop(0)
-  return configs
+  return study_testlib.load('gg_priors', 'configs')
 
 
 def test_configs_derive_from_the_base_configs():

@@ -17,18 +17,14 @@ from initlab import rundir
 from initlab.hyperbolic import ball
 from initlab.hyperbolic import nn as hnn
 
+import study_testlib
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
 STUDY = REPO / 'experiments' / 'poincare_resnet'
 
 
 def _module(name):
-  sys.path.insert(0, str(STUDY))
-  try:
-    import importlib  # pylint: disable=g-import-not-at-top
-
-    return importlib.import_module(name)
-  finally:
-    sys.path.pop(0)
+  return study_testlib.load('poincare_resnet', name)
 
 
 def test_configs_derive_from_the_base_configs():

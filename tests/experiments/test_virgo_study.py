@@ -2,7 +2,6 @@
 number comes from the project's code (accuracy: `initlab.train.run_study`'s results.json;
 ratios: `initlab.diagnostics.gnn.variance_ratios`), and the study's configs are valid."""
 
-import importlib.util
 import json
 import os
 import pathlib
@@ -16,20 +15,14 @@ import pytest
 from initlab import config as config_lib
 import initlab.init as ii
 
+import study_testlib
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
 HERE = REPO / 'experiments' / 'virgo'
 
 
 def _module(name):
-  """experiments/virgo/<name>.py under a unique module name (gg_priors has a configs.py too)."""
-  spec = importlib.util.spec_from_file_location(f'virgo_study_{name}', HERE / f'{name}.py')
-  module = importlib.util.module_from_spec(spec)
-  sys.path.insert(0, str(HERE))
-  try:
-    spec.loader.exec_module(module)
-  finally:
-    sys.path.remove(str(HERE))
-  return module
+  return study_testlib.load('virgo', name)
 
 
 @pytest.fixture(scope='module')
