@@ -27,7 +27,7 @@ def test_presets_and_overrides():
     (
       'mlp',
       dict(name='cnn'),
-      r"name='cnn' is unknown.*valid names: \(.*'mlp', 'resnet', "
+      r"name='cnn' is unknown.*valid names: \(.*'mlp', .*'resnet', "
       r".*'transformer_lm', 'vit'\)",
     ),
     ('resnet', dict(name='resnet20'), r"resnet20.*a preset.*default_config\('resnet20'\)"),
