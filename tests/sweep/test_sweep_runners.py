@@ -177,3 +177,17 @@ def test_vmap_batch_order_is_the_single_run_pipelines(process_index, process_cou
     ks = [k + step for k in starts]
     want = np.stack([np.asarray(r[k]) for r, k in zip(runs, ks)])
     np.testing.assert_array_equal(order.indices(seeds, ks), want)
+
+
+def test_vmap_seed_sweep_from_one_stacked_init_equals_sequential(tiny_config, tmp_path):
+  """Seeds of one init scheme train the stack their shared init program built (no slicing
+  and restacking); per seed the same as the sequential runner."""
+  config, sweep = tiny_config(steps=4, eval_every=4, checkpoint_every=4), {'seeds': 3}
+  seq, vm = tmp_path / 'seq', tmp_path / 'vmap'
+  runners.run_sequential(seq, runners.prepare(config, seq, sweep))
+  trials = runners.prepare(config, vm, sweep, vmap=True)
+  vmap_lib.run_vmap(vm, trials)
+  for t in trials:
+    a, b = summary(seq, t.id)['final'], summary(vm, t.id)['final']
+    np.testing.assert_allclose(b['train/loss'], a['train/loss'], rtol=1e-5, err_msg=t.id)
+    np.testing.assert_allclose(b['eval/loss'], a['eval/loss'], rtol=1e-5, err_msg=t.id)
