@@ -32,6 +32,15 @@ def test_readme_shows_the_two_commands():
   ), commands
 
 
+def test_every_path_the_readme_names_exists():
+  named = re.findall(
+    r'`((?:configs|experiments|benchmarks|notebooks|initlab|tools)/[\w./-]*)', README
+  )
+  assert len(named) > 10, named
+  missing = sorted({p for p in named if not (REPO / p).exists()})
+  assert not missing, missing
+
+
 @pytest.mark.slow
 def test_main_command_as_written_from_a_fresh_directory(tmp_path):
   shutil.copytree(REPO / 'configs', tmp_path / 'configs')
