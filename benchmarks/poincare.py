@@ -106,6 +106,9 @@ def _random_batch(run, batch, image, seed=0):
   return data_lib.to_global(b, run.batch_sharding)
 
 
+_WORKDIRS = tempfile.TemporaryDirectory(prefix='poincare_bench_')  # Removed at exit.
+
+
 def resnet_steps(depth=20, batch=64, image=8, customs=(True, False)):
   """{'custom': {step, box, temp, compile_s}, 'autodiff': ...} for each of `customs`: a
   compiled lean step of its own Run (`step()` runs it on the state in `box`), its compiled
@@ -113,7 +116,7 @@ def resnet_steps(depth=20, batch=64, image=8, customs=(True, False)):
   out = {}
   for custom in customs:
     config = resnet_config(depth, batch, image)
-    run = train.Run(config, tempfile.mkdtemp(prefix='poincare_bench_'))
+    run = train.Run(config, tempfile.mkdtemp(dir=_WORKDIRS.name))
     state, _, _ = run.initial_state()
     b = _random_batch(run, batch, image)
     t = time.perf_counter()
