@@ -7,7 +7,10 @@ and then dropped from `sys.modules` again.
 """
 
 import importlib.util
+import json
+import os
 import pathlib
+import subprocess
 import sys
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -29,3 +32,21 @@ def load(study: str, name: str):
       sys.modules.pop(s, None)
     sys.modules.update(saved)
   return module
+
+
+def run_smoke(study: str, out: pathlib.Path, workdir_env: str, timeout: int = 600):
+  """Runs `experiments/<study>/run.py --smoke --out=<out>` as a user would (one CPU device,
+  runs under `out/runs` via `workdir_env`); returns `(out, results/study.json)`."""
+  env = dict(os.environ, **{workdir_env: str(out / 'runs')}, JAX_PLATFORMS='cpu')
+  env.pop('XLA_FLAGS', None)
+  proc = subprocess.run(
+    [sys.executable, f'experiments/{study}/run.py', '--smoke', f'--out={out}'],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+    check=False,
+  )
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  return out, json.loads((out / 'results' / 'study.json').read_text())

@@ -2,10 +2,7 @@
 and every number comes from `initlab.train.run` (the one loop) of a config derived from configs/."""
 
 import math
-import os
 import pathlib
-import subprocess
-import sys
 
 import pytest
 
@@ -30,19 +27,7 @@ FIGURES = (
 @pytest.fixture(scope='module')
 def smoke(tmp_path_factory):
   out = tmp_path_factory.mktemp('gg_study')
-  env = dict(os.environ, GG_STUDY_WORKDIR=str(out / 'runs'), JAX_PLATFORMS='cpu')
-  env.pop('XLA_FLAGS', None)  # one CPU device, as the study is run
-  proc = subprocess.run(
-    [sys.executable, 'experiments/gg_priors/run.py', '--smoke', f'--out={out}'],
-    cwd=REPO,
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=600,
-    check=False,
-  )
-  assert proc.returncode == 0, proc.stderr[-4000:]
-  return out, rundir.read_json(out / 'results' / 'study.json')
+  return study_testlib.run_smoke('gg_priors', out, 'GG_STUDY_WORKDIR')
 
 
 def _configs():

@@ -2,11 +2,7 @@
 training numbers come from `initlab.train.run_study` (the one loop) of configs derived from
 configs/, and the study's Fréchet-mean batch norm really swaps the mean."""
 
-import json
-import os
 import pathlib
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -70,19 +66,7 @@ def test_frechet_bn_swaps_the_batch_mean_and_restores_it():
 @pytest.fixture(scope='module')
 def smoke(tmp_path_factory):
   out = tmp_path_factory.mktemp('poincare_study')
-  env = dict(os.environ, POINCARE_STUDY_WORKDIR=str(out / 'runs'), JAX_PLATFORMS='cpu')
-  env.pop('XLA_FLAGS', None)  # one CPU device, as the study is run
-  proc = subprocess.run(
-    [sys.executable, 'experiments/poincare_resnet/run.py', '--smoke', f'--out={out}'],
-    cwd=REPO,
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=900,
-    check=False,
-  )
-  assert proc.returncode == 0, proc.stderr[-4000:]
-  return out, json.loads((out / 'results' / 'study.json').read_text())
+  return study_testlib.run_smoke('poincare_resnet', out, 'POINCARE_STUDY_WORKDIR', timeout=900)
 
 
 @pytest.mark.slow

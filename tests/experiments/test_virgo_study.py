@@ -3,10 +3,7 @@ number comes from the project's code (accuracy: `initlab.train.run_study`'s resu
 ratios: `initlab.diagnostics.gnn.variance_ratios`), and the study's configs are valid."""
 
 import json
-import os
 import pathlib
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -28,19 +25,7 @@ def _module(name):
 @pytest.fixture(scope='module')
 def smoke(tmp_path_factory):
   out = tmp_path_factory.mktemp('virgo_study')
-  env = dict(os.environ, VIRGO_WORKDIR=str(out / 'runs'), JAX_PLATFORMS='cpu')
-  env.pop('XLA_FLAGS', None)  # one CPU device, as the study is run
-  proc = subprocess.run(
-    [sys.executable, 'experiments/virgo/run.py', '--smoke', f'--out={out}'],
-    cwd=REPO,
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=600,
-    check=False,
-  )
-  assert proc.returncode == 0, proc.stderr[-4000:]
-  return out, json.loads((out / 'results' / 'study.json').read_text())
+  return study_testlib.run_smoke('virgo', out, 'VIRGO_WORKDIR')
 
 
 def test_smoke_outputs_come_from_the_loop_and_the_diagnostics(smoke):
