@@ -9,6 +9,7 @@ Logical names used in the zoo: see `initlab.sharding.LOGICAL_AXES`.
 from __future__ import annotations
 
 import math
+import operator
 from typing import Any, Callable
 
 from flax import nnx
@@ -61,6 +62,39 @@ def activation(name: str, key: str = 'activation') -> Callable[[Array], Array]:
   if name not in ACTIVATIONS:
     raise ValueError(f'{key}={name!r} is not a known activation; valid: {sorted(ACTIVATIONS)}')
   return ACTIVATIONS[name]
+
+
+def layer_widths(
+  model: str, option: str, values, default: tuple[int, ...], what: str
+) -> tuple[int, ...]:
+  """Per-layer widths option `option` of `model`: `default` if `values` is empty, else
+  `values` as a tuple of len(default) Python ints >= 1 (numpy integers are fine).
+
+  `what` says what the entries are (e.g. 'one per hidden layer, depth=3'). Raises ValueError
+  naming `model: option`, the expected length and the given value.
+  """
+  length = len(default)
+  if not isinstance(values, (tuple, list)):
+    raise ValueError(f'{model}: {option}={values!r} must be a tuple of ints ({what}), or ()')
+  if not values:
+    return tuple(default)
+  if len(values) != length:
+    raise ValueError(
+      f'{model}: {option}={tuple(values)!r} has {len(values)} entries; need {length} '
+      f'({what}), or () for the default'
+    )
+  out = []
+  for i, v in enumerate(values):
+    try:
+      v = operator.index(v) if not isinstance(v, bool) else None
+    except TypeError:
+      v = None
+    if v is None or v < 1:
+      raise ValueError(
+        f'{model}: {option}={tuple(values)!r} must hold ints >= 1; entry {i} is {values[i]!r}'
+      )
+    out.append(int(v))
+  return tuple(out)
 
 
 def dense(

@@ -8,6 +8,12 @@
 top (depth=0 is a linear classifier). Hidden kernels alternate their logical names
 ('embed', 'mlp'), ('mlp', 'embed'), ... so that consecutive layers never map the same
 mesh axis twice; the head kernel is (…, 'classes').
+
+Per-layer widths (e.g. for structured pruning at init, which keeps the net dense with fewer
+units per layer): `widths=(w_0, ..., w_{depth-1})` gives hidden layer i `w_i` units (its
+kernel `hidden/i/kernel` is (w_{i-1} or input features, w_i), the head's is (w_{depth-1},
+num_classes)); `width` is then unused. The default `widths=()` gives every hidden layer
+`width` units: the same params as before the option existed.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ def default_config() -> ml_collections.ConfigDict:
       input_shape=(32, 32, 3),  # (H, W, C) of one image; flattened to H*W*C features.
       depth=2,  # Number of hidden Dense+activation layers.
       width=256,
+      widths=(),  # Per-hidden-layer widths (`depth` ints); () = every hidden layer `width`.
       activation='relu',  # One of layers.ACTIVATIONS.
       use_bias=True,
       num_classes=10,
@@ -48,6 +55,7 @@ def _flatten(x: jax.Array) -> jax.Array:
   task='classification',
   default_config=default_config,
   input_spec=lambda c: InputSpec((math.prod(c['input_shape']),)),
+  optional=('widths',),  # Added later: configs recorded before lack it.
 )
 class MLP(layers.Staged):
   """(B, H, W, C) images (or (B, features)) -> (B, num_classes) logits."""
@@ -58,6 +66,7 @@ class MLP(layers.Staged):
     input_shape,
     depth,
     width,
+    widths=(),
     activation,
     use_bias,
     num_classes,
@@ -67,13 +76,16 @@ class MLP(layers.Staged):
   ):
     if depth < 0 or width < 1:
       raise ValueError(f'mlp: depth={depth} must be >= 0 and width={width} >= 1')
+    widths = layers.layer_widths(
+      'mlp', 'widths', widths, (width,) * depth, f'one per hidden layer, depth={depth}'
+    )
     self.activation_fn = layers.activation(activation)
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs, use_bias=use_bias)
     names = ('embed', 'mlp')
     hidden, features = [], math.prod(input_shape)
-    for _ in range(depth):
-      hidden.append(layers.dense(features, width, names, **kw))
-      names, features = names[::-1], width
+    for w in widths:
+      hidden.append(layers.dense(features, w, names, **kw))
+      names, features = names[::-1], w
     self.hidden = nnx.List(hidden)
     self.head = layers.dense(features, num_classes, (names[0], 'classes'), **kw)
 

@@ -5,7 +5,11 @@
     model = initlab.models.build(config, rngs=nnx.Rngs(0))
 
 A model config is `name` plus exactly the options of that model's `default_config()`
-(no unknown and no missing keys), so a typo fails at build time with the key named.
+(no unknown and no missing keys), so a typo fails at build time with the key named. The
+one exception: options a model registers as `optional` (added after configs were recorded,
+e.g. the per-layer widths 'widths', 'stage_widths', 'block_widths', 'mlp_dims') may be
+missing and then take their default, which builds the model as before the option existed;
+so a model config recorded earlier (a checkpoint's 'built_model') still builds.
 Presets (e.g. 'resnet20') are default configs with some options set.
 
 Each model registers itself in its own module by decorating its class:
@@ -64,6 +68,7 @@ class ModelEntry:
   input_spec: Callable[[Mapping[str, Any]], InputSpec] | None = None
   data_options: DataOptionsFn = same_as_data
   presets: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+  optional: tuple[str, ...] = ()
 
 
 _MODELS: dict[str, ModelEntry] = {}
@@ -103,6 +108,9 @@ def _check_entry(entry: ModelEntry) -> None:
         f'{where}: {entry.cls.__qualname__}(...) takes no keyword(s) {missing} '
         f'that default_config() has (every option, and rngs)'
       )
+  unknown = sorted(set(entry.optional) - set(config) | ({'name'} & set(entry.optional)))
+  if unknown:
+    raise ValueError(f'{where}: optional names unknown option(s) {unknown}')
   for preset, overrides in entry.presets.items():
     unknown = sorted(set(overrides) - set(config) | ({'name'} & set(overrides)))
     if unknown:
@@ -120,6 +128,7 @@ def register_model(
   input_spec: Callable[[Mapping[str, Any]], InputSpec] | None = None,
   data_options: DataOptionsFn = same_as_data,
   presets: Mapping[str, Mapping[str, Any]] | None = None,
+  optional: tuple[str, ...] = (),
 ):
   """Class decorator: registers the decorated nnx.Module as model `name`.
 
@@ -132,6 +141,8 @@ def register_model(
     data_options: (model config, data Metadata) -> {option: value that dataset needs};
       `check_fits` compares them with the config. Default `same_as_data`.
     presets: {preset name: option overrides}, e.g. {'resnet20': {'depth': 20}}.
+    optional: options a model config may leave out (then their default applies): options
+      added after configs were recorded, whose default builds the model as before.
 
   Registering a name again with the same class (or its re-definition, e.g. a notebook cell
   run twice) replaces the entry; with a different class it is an error.
@@ -139,7 +150,14 @@ def register_model(
 
   def decorate(cls):
     entry = ModelEntry(
-      name, cls, task, default_config, input_spec, data_options, dict(presets or {})
+      name,
+      cls,
+      task,
+      default_config,
+      input_spec,
+      data_options,
+      dict(presets or {}),
+      tuple(optional),
     )
     if not isinstance(name, str) or not name or name in _PRESETS:
       raise ValueError(
@@ -231,11 +249,14 @@ def _options(config: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
   name = config.pop('name', None)
   if name is None:
     raise ValueError(f'model config has no `name`; valid names: {model_names()}')
-  defaults = _entry(name).default_config()
+  entry = _entry(name)
+  defaults = entry.default_config()
   valid = sorted(k for k in defaults if k != 'name')
   unknown = sorted(set(config) - set(valid))
   if unknown:
     raise ValueError(f'model {name!r} has no option(s) {unknown}; valid options: {valid}')
+  for key in set(entry.optional) - set(config):  # E.g. a config recorded before the option.
+    config[key] = defaults[key]
   missing = sorted(set(valid) - set(config))
   if missing:
     raise ValueError(

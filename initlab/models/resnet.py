@@ -15,6 +15,27 @@ ResNet-20 has 269,722 params at width 1 with 10 classes (see `param_count`).
 
 norm='none' drops the BatchNorms and gives every conv a bias (for Fixup-style and
 other normalization-free init studies).
+
+Static per-layer widths (e.g. for structured pruning at init such as PreCropping, which keeps
+the net dense with fewer channels per layer), two options, both () by default (= the layout
+above, the same params as before the options existed):
+
+  stage_widths=(c1, c2, c3): the residual stream width of each stage (default round(16w),
+    round(32w), round(64w); when set, `width` is unused). The stem writes c1 channels.
+  block_widths=(b_0, ..., b_{3n-1}): the inner width of each basic block, one per block in
+    order over all stages (stage1's n blocks, then stage2's, then stage3's); default: the
+    block's stage width.
+
+Which widths must be shared: every block of a stage adds its output to the same residual
+stream, so the stream width is ONE value per stage: each block's input and output, its
+conv2 output (`conv2/kernel` (3, 3, b_i, c_s)), the BatchNorm after conv2 (`norm2`, c_s),
+the shortcut, and for stage 1 the stem's conv and norm all have the stage's width c_s. Only
+the inner width is free per block: conv1's output (`conv1/kernel` (3, 3, cin, b_i), cin the
+stream entering the block: c_{s-1} for the first block of stages 2 and 3, else c_s), the
+BatchNorm after it (`norm1`, b_i; with norm='none' conv1's bias) and conv2's input. `layout()`
+resolves both options. The option-A shortcut zero-pads the
+stream where a stage widens it and has no params to drop channels, so stage_widths must be
+non-decreasing (c1 <= c2 <= c3).
 """
 
 from __future__ import annotations
@@ -37,6 +58,8 @@ def default_config() -> ml_collections.ConfigDict:
       name='resnet',
       depth=20,  # 6n + 2: 20, 32, 44, 56, 110, ...
       width=1.0,  # Channel multiplier: stage widths round(16w, 32w, 64w).
+      stage_widths=(),  # 3 residual-stream widths (one per stage); () = from `width`.
+      block_widths=(),  # Inner width of each block (3n, stage by stage); () = its stage's.
       norm='batch',  # One of NORMS.
       input_shape=(32, 32, 3),  # (H, W, C); only C is used (the net is fully convolutional).
       num_classes=10,
@@ -59,21 +82,56 @@ def stage_widths(width: float) -> tuple[int, ...]:
   return widths
 
 
+_multiplied_widths = stage_widths  # The option `stage_widths` shadows the name below.
+
+
+def layout(
+  depth: int, width: float = 1.0, stage_widths=(), block_widths=()
+) -> tuple[tuple[int, int, int], tuple[tuple[int, ...], ...]]:
+  """(stream widths (c1, c2, c3), (inner widths of stage 1's n blocks, of stage 2's, of
+  stage 3's)) of the ResNet with these options (module docstring); raises ValueError
+  naming a bad option."""
+  n = blocks_per_stage(depth)
+  default = _multiplied_widths(width) if not stage_widths else (1, 1, 1)  # Only its length.
+  streams = layers.layer_widths('resnet', 'stage_widths', stage_widths, default, 'one per stage')
+  if list(streams) != sorted(streams):
+    raise ValueError(
+      f'resnet: stage_widths={streams!r} must be non-decreasing (the option-A shortcut '
+      'zero-pads the residual stream where a stage widens it; it cannot drop channels)'
+    )
+  inner = layers.layer_widths(
+    'resnet',
+    'block_widths',
+    block_widths,
+    tuple(c for c in streams for _ in range(n)),
+    f'one per residual block, stage by stage: 3 stages x {n} for depth={depth}',
+  )
+  return streams, tuple(inner[s * n : (s + 1) * n] for s in range(3))
+
+
 def param_count(
-  depth: int, width: float = 1.0, num_classes: int = 10, in_channels: int = 3, norm: str = 'batch'
+  depth: int,
+  width: float = 1.0,
+  num_classes: int = 10,
+  in_channels: int = 3,
+  norm: str = 'batch',
+  *,
+  stage_widths=(),
+  block_widths=(),
 ) -> int:
   """Closed-form number of params of `ResNet(...)` (option-A shortcut)."""
-  n, (c1, c2, c3) = blocks_per_stage(depth), stage_widths(width)
+  streams, inner = layout(depth, width, stage_widths, block_widths)
   per_channel = 2 if norm == 'batch' else 1  # BN (scale, bias), or else a conv bias.
 
   def conv(cin, cout):
     return 9 * cin * cout + per_channel * cout
 
-  total = conv(in_channels, c1)
-  for cin, cout in ((c1, c1), (c1, c2), (c2, c3)):
-    total += conv(cin, cout) + conv(cout, cout)  # First block of the stage.
-    total += (n - 1) * 2 * conv(cout, cout)  # The other blocks.
-  return total + c3 * num_classes + num_classes
+  total, cin = conv(in_channels, streams[0]), streams[0]
+  for cout, blocks in zip(streams, inner):
+    for b in blocks:
+      total += conv(cin, b) + conv(b, cout)
+      cin = cout
+  return total + streams[-1] * num_classes + num_classes
 
 
 def _conv3x3(cin, cout, stride, *, use_bias, dtype, param_dtype, rngs) -> nnx.Conv:
@@ -126,13 +184,15 @@ class ConvNorm(nnx.Module):
 
 
 class BasicBlock(nnx.Module):
-  """(B, H, W, cin) -> (B, H/stride, W/stride, cout). Params: conv1, norm1, conv2, norm2."""
+  """(B, H, W, cin) -> (B, H/stride, W/stride, cout). Params: conv1 (cin -> inner), norm1
+  (inner), conv2 (inner -> cout), norm2 (cout); `inner` defaults to cout."""
 
-  def __init__(self, cin, cout, stride, *, norm, dtype, param_dtype, rngs):
+  def __init__(self, cin, cout, stride, inner=None, *, norm, dtype, param_dtype, rngs):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-    self.conv1 = _conv3x3(cin, cout, stride, use_bias=norm == 'none', **kw)
-    self.norm1 = _norm_layer(cout, norm=norm, **kw)
-    self.conv2 = _conv3x3(cout, cout, 1, use_bias=norm == 'none', **kw)
+    inner = cout if inner is None else inner
+    self.conv1 = _conv3x3(cin, inner, stride, use_bias=norm == 'none', **kw)
+    self.norm1 = _norm_layer(inner, norm=norm, **kw)
+    self.conv2 = _conv3x3(inner, cout, 1, use_bias=norm == 'none', **kw)
     self.norm2 = _norm_layer(cout, norm=norm, **kw)
     self.stride, self.pad = stride, cout - cin
 
@@ -147,11 +207,18 @@ class BasicBlock(nnx.Module):
 
 
 class Stage(nnx.Module):
-  """n basic blocks; the first one has `stride` and changes the width."""
+  """n basic blocks; the first one has `stride` and changes the width. `inner`: the n
+  blocks' inner widths (default: cout each)."""
 
-  def __init__(self, cin, cout, n, stride, **kw):
+  def __init__(self, cin, cout, n, stride, inner=None, **kw):
+    inner = (cout,) * n if inner is None else tuple(inner)
+    if len(inner) != n:
+      raise ValueError(f'resnet: Stage of {n} blocks got {len(inner)} inner widths {inner}')
     self.blocks = nnx.List(
-      [BasicBlock(cin if i == 0 else cout, cout, stride if i == 0 else 1, **kw) for i in range(n)]
+      [
+        BasicBlock(cin if i == 0 else cout, cout, stride if i == 0 else 1, inner[i], **kw)
+        for i in range(n)
+      ]
     )
 
 
@@ -168,21 +235,34 @@ def _data_options(config, meta) -> dict:
   input_spec=lambda c: InputSpec(tuple(c['input_shape'])),
   data_options=_data_options,
   presets={f'resnet{d}': dict(depth=d) for d in (20, 32, 44, 56, 110)},
+  optional=('stage_widths', 'block_widths'),  # Added later: configs recorded before lack it.
 )
 class ResNet(layers.Staged):
   """(B, H, W, C) images -> (B, num_classes) logits."""
 
   def __init__(
-    self, *, depth, width, norm, input_shape, num_classes, dtype, param_dtype, rngs: nnx.Rngs
+    self,
+    *,
+    depth,
+    width,
+    stage_widths=(),
+    block_widths=(),
+    norm,
+    input_shape,
+    num_classes,
+    dtype,
+    param_dtype,
+    rngs: nnx.Rngs,
   ):
     if norm not in NORMS:
       raise ValueError(f'resnet: norm={norm!r}; valid: {NORMS}')
-    n, widths = blocks_per_stage(depth), stage_widths(width)
+    n = blocks_per_stage(depth)
+    widths, inner = layout(depth, width, stage_widths, block_widths)
     kw = dict(norm=norm, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.stem = ConvNorm(input_shape[-1], widths[0], **kw)
-    self.stage1 = Stage(widths[0], widths[0], n, 1, **kw)
-    self.stage2 = Stage(widths[0], widths[1], n, 2, **kw)
-    self.stage3 = Stage(widths[1], widths[2], n, 2, **kw)
+    self.stage1 = Stage(widths[0], widths[0], n, 1, inner[0], **kw)
+    self.stage2 = Stage(widths[0], widths[1], n, 2, inner[1], **kw)
+    self.stage3 = Stage(widths[1], widths[2], n, 2, inner[2], **kw)
     self.head = layers.dense(
       widths[2], num_classes, ('embed', 'classes'), dtype=dtype, param_dtype=param_dtype, rngs=rngs
     )

@@ -13,6 +13,10 @@ The blocks are built once with `nnx.vmap` and live in `blocks` as ONE block whos
 carry a leading layer axis: e.g. blocks/mlp/fc1/kernel is (depth, dim, hidden) tagged
 ('layers', 'embed', 'mlp'). The forward pass runs them with `nnx.scan` (optionally under
 `nnx.remat`), so compile time does not grow with depth.
+
+Per-layer mlp_dim: not available, the blocks are scanned. Their params are stacked along the
+leading 'layers' axis, so every layer has the same shapes (one `mlp_ratio` for all); per-layer
+MLP widths (e.g. structured pruning at init) would need unstacked blocks.
 """
 
 from __future__ import annotations

@@ -9,6 +9,14 @@ Patches are embedded by a (p, p, C, dim) conv with stride p (`patch_embed`), a l
 class token (`cls_token`, a one-row embedding table, pool='cls' only) is prepended, a
 learned position embedding (`pos_embed`) added, then `depth` pre-LayerNorm transformer
 blocks (`blocks/i`), a final LayerNorm, pooling (class token or mean) and a Dense head.
+
+Per-block MLP widths (e.g. for structured pruning at init, which keeps the net dense with
+fewer units per layer): the blocks are separate modules (an nnx.List, not scanned), so
+`mlp_dims=(h_0, ..., h_{depth-1})` gives block i an MLP of hidden width h_i
+(`blocks/i/mlp/fc1/kernel` (dim, h_i), `fc2` (h_i, dim)); `mlp_ratio` is then unused. The
+default `mlp_dims=()` gives every block round(mlp_ratio * dim): the same params as before the
+option existed. `dim` is the residual stream width, shared by every block (and
+the embeddings, norms and head), so it stays one value.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ def default_config() -> ml_collections.ConfigDict:
       depth=6,
       num_heads=3,
       mlp_ratio=4.0,  # MLP hidden width = round(mlp_ratio * dim).
+      mlp_dims=(),  # MLP hidden width of each block (`depth` ints); () = from mlp_ratio.
       num_classes=10,
       pool='cls',  # One of POOLS.
       activation='gelu',  # One of layers.ACTIVATIONS.
@@ -48,6 +57,7 @@ def default_config() -> ml_collections.ConfigDict:
   task='classification',
   default_config=default_config,
   input_spec=lambda c: InputSpec(tuple(c['input_shape'])),
+  optional=('mlp_dims',),  # Added later: configs recorded before lack it.
 )
 class ViT(layers.Staged):
   """(B, H, W, C) images -> (B, num_classes) logits."""
@@ -61,6 +71,7 @@ class ViT(layers.Staged):
     depth,
     num_heads,
     mlp_ratio,
+    mlp_dims=(),
     num_classes,
     pool,
     activation,
@@ -93,11 +104,17 @@ class ViT(layers.Staged):
     num_tokens = (h // patch_size) * (w // patch_size) + (pool == 'cls')
     self.pos_embed = nnx.Embed(num_tokens, dim, embedding_init=pos_init, **kw)
     act = layers.activation(activation)
-    hidden = int(round(mlp_ratio * dim))
+    hidden = layers.layer_widths(
+      'vit',
+      'mlp_dims',
+      mlp_dims,
+      (int(round(mlp_ratio * dim)),) * depth,
+      f'one per block, depth={depth}',
+    )
     self.blocks = nnx.List(
       [
-        layers.TransformerBlock(dim, num_heads, hidden, causal=False, activation_fn=act, **kw)
-        for _ in range(depth)
+        layers.TransformerBlock(dim, num_heads, h, causal=False, activation_fn=act, **kw)
+        for h in hidden
       ]
     )
     self.final_norm = layers.layer_norm(dim, **kw)
