@@ -188,6 +188,7 @@ def coord_check(
   from initlab import models  # pylint: disable=g-import-not-at-top
   import initlab.init as ii  # pylint: disable=g-import-not-at-top
   from initlab.train import optim  # pylint: disable=g-import-not-at-top
+  from initlab.train import parametrize  # pylint: disable=g-import-not-at-top
 
   for name in parametrizations:
     param_lib.check(name, 1.0)
@@ -207,10 +208,10 @@ def coord_check(
   tx = optim.make(config.optimizer, steps)  # The run's optimizer; factors: `_trajectories`.
   for width in widths:
     model_cfg = param_lib.with_width(full, width, p_cfg.width_key)
-    params, hints = param_lib.abstract_params(model_cfg)
+    params, hints = parametrize.abstract_params(model_cfg)
     ctx = ii.InitContext(hints=hints, model_config=model_cfg)
     ps = [
-      param_lib.from_model_config(
+      parametrize.from_model_config(
         name,
         model_cfg,
         base,

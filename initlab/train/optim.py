@@ -64,7 +64,7 @@ def make(
 ) -> optax.GradientTransformation:
   """`clip_by_global_norm` (if set) -> weight decay (if set) -> `optax.<opt.name>`
   -> the per-param learning-rate factors of an active `parametrization` (ntk, mup; see
-  `initlab.init.families.parametrization`, built by its `from_config(config)`).
+  `initlab.init.families.parametrization`, built by `initlab.train.parametrize.from_config`).
 
   The optimizer gets the schedule as its `learning_rate`. If it takes `weight_decay`
   (adamw, lamb, ...) the decay is passed to it (decoupled); otherwise it is added to the

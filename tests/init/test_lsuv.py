@@ -2,7 +2,10 @@
 variance, also on a held-out batch; stacked LM kernels are normalized slice by slice; the
 same result on 1 and 8 devices."""
 
+import threading
+
 import jax
+import jax.numpy as jnp
 from flax import nnx
 import numpy as np
 import pytest
@@ -62,6 +65,42 @@ def test_output_capture_matches_the_layer_and_is_removed():
     ('hidden/2/kernel', None),
     ('head/kernel', None),
   ]
+
+
+def test_capture_leaves_the_layer_classes_and_other_threads_alone():
+  """While `layer_outputs` runs, nnx.Linear's and nnx.Conv's `__call__` are the original
+  functions (no class is patched), and a Linear called from another thread meanwhile runs
+  as usual and is not recorded; afterwards the model's modules have their own classes."""
+  originals = {c: c.__dict__['__call__'] for c in (nnx.Linear, nnx.Conv)}
+  seen, other_out = [], []
+  other = nnx.Linear(3, 2, rngs=nnx.Rngs(1))
+
+  def call_other():
+    seen.append({c: c.__dict__['__call__'] for c in originals})
+    other_out.append(other(jnp.ones((1, 3))))
+
+  class Probe(nnx.Module):
+    def __init__(self):
+      self.conv = nnx.Conv(1, 2, (3, 3), rngs=nnx.Rngs(2))
+      self.dense = nnx.Linear(2 * 4 * 4, 3, rngs=nnx.Rngs(3))
+
+    def __call__(self, x):
+      seen.append({c: c.__dict__['__call__'] for c in originals})
+      y = self.conv(x)
+      thread = threading.Thread(target=call_other)
+      thread.start()
+      thread.join()
+      return self.dense(y.reshape(len(y), -1))
+
+  model = Probe()
+  x = jax.random.normal(jax.random.key(0), (2, 4, 4, 1))
+  logits, record = lsuv.layer_outputs(model, x)
+  assert len(seen) == 2 and all(s == originals for s in seen)
+  assert [u for u, _ in record] == [('conv/kernel', None), ('dense/kernel', None)]
+  np.testing.assert_allclose(dict(record)[('dense/kernel', None)], logits)
+  np.testing.assert_allclose(other_out[0], other(jnp.ones((1, 3))))
+  assert type(model.conv) is nnx.Conv and type(model.dense) is nnx.Linear
+  assert {c: c.__dict__['__call__'] for c in originals} == originals
 
 
 def test_stacked_lm_normalized_per_slice():

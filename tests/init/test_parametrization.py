@@ -19,6 +19,7 @@ import initlab.init as ii
 from initlab.init.families import parametrization as P
 from initlab.train import loop
 from initlab.train import optim
+from initlab.train import parametrize
 
 WIDTH, BASE = 256, 64  # r = 4 for the hidden and output kernels of the MLP below.
 INPUTS = 8 * 8 * 1
@@ -52,7 +53,7 @@ def _table3(name, role, r, r_out, optimizer):
 @pytest.mark.parametrize('optimizer', ['adam', 'sgd'])
 @pytest.mark.parametrize('name', ['standard', 'ntk', 'mup'])
 def test_factors_follow_table3_per_role(name, optimizer):
-  p = P.from_model_config(name, _mlp(), BASE, optimizer=optimizer)
+  p = parametrize.from_model_config(name, _mlp(), BASE, optimizer=optimizer)
   paths = sorted(models_paths())
   for path in paths:
     e = p.table[path]
@@ -70,7 +71,7 @@ def test_factors_follow_table3_per_role(name, optimizer):
 
 
 def models_paths():
-  params, _ = P.abstract_params(_mlp())
+  params, _ = parametrize.abstract_params(_mlp())
   return [l.path for l in ii.leaves(params)]
 
 
@@ -79,7 +80,7 @@ def test_roles_of_embeddings_stacked_layers_and_convs():
   ResNet: the stem conv (fan_in 3·3·3 at every width) input, the convs hidden."""
   lm = models.default_config('transformer_lm')
   lm.update(dict(dim=128, depth=2, num_heads=4))
-  t = P.from_model_config('mup', lm, 32).table
+  t = parametrize.from_model_config('mup', lm, 32).table
   assert t['token_embed/embedding'].role == t['pos_embed/embedding'].role == 'input'
   assert t['blocks/mlp/fc2/kernel'].role == 'hidden'
   assert t['blocks/mlp/fc2/kernel'].fan_in == 512 and t['blocks/mlp/fc2/kernel'].lr == 1 / 4
@@ -88,7 +89,7 @@ def test_roles_of_embeddings_stacked_layers_and_convs():
   assert {e.role for k, e in t.items() if 'norm' in k or k.endswith('bias')} == {'vector'}
   rn = models.default_config('resnet')
   rn.update(dict(depth=8, width=2.0))
-  t = P.from_model_config('mup', rn, 1.0).table
+  t = parametrize.from_model_config('mup', rn, 1.0).table
   assert t['stem/conv/kernel'].role == 'input' and t['stem/conv/kernel'].lr == 1.0
   assert t['stage3/blocks/0/conv2/kernel'].role == 'hidden'
   assert t['stage3/blocks/0/conv2/kernel'].lr == pytest.approx(0.5)
@@ -100,8 +101,10 @@ def test_init_variances_against_closed_forms(name):
   μP's input and hidden), 2/(fan_in·r) = 2·n₀/n² for μP's readout, 0 with zero_readout."""
   width, base = 1024, 64
   zero = name == 'mup_zero'
-  p = P.from_model_config('mup' if zero else name, _mlp(width, depth=2), base, zero_readout=zero)
-  params, hints = P.abstract_params(_mlp(width, depth=2))
+  p = parametrize.from_model_config(
+    'mup' if zero else name, _mlp(width, depth=2), base, zero_readout=zero
+  )
+  params, hints = parametrize.abstract_params(_mlp(width, depth=2))
   concrete = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), params)
   out = jax.jit(lambda k, t: p.wrap(ii.get_scheme('he_normal'))(k, t, ii.InitContext(hints)))(
     jax.random.key(0), concrete
@@ -124,8 +127,8 @@ def test_init_variances_against_closed_forms(name):
 def test_optimizer_scales_each_update_by_its_factor(optimizer):
   """optim.make(..., parametrization=p) (the run's optimizer) vs the same optimizer alone:
   every param's first update is its table factor times the plain one."""
-  p = P.from_model_config('mup', _mlp(), BASE, optimizer=optimizer)
-  params, _ = P.abstract_params(_mlp())
+  p = parametrize.from_model_config('mup', _mlp(), BASE, optimizer=optimizer)
+  params, _ = parametrize.abstract_params(_mlp())
   params = params.to_pure_dict()
   rng = np.random.default_rng(0)
   grads = jax.tree.map(lambda s: jnp.asarray(rng.normal(size=s.shape), jnp.float32), params)
@@ -142,8 +145,49 @@ def test_optimizer_scales_each_update_by_its_factor(optimizer):
     {1.0, 0.25} if optimizer == 'adam' else {1.0, 4.0, 0.25}
   )
   # Standard leaves the optimizer as it is (same transform object structure, same updates).
-  std = optim.make(opt, 10, parametrization=P.from_model_config('standard', _mlp(), 0))
+  std = optim.make(opt, 10, parametrization=parametrize.from_model_config('standard', _mlp(), 0))
   assert jax.tree.structure(std.init(zeros)) == jax.tree.structure(plain.init(zeros))
+
+
+def test_init_factors_on_another_models_params_name_the_param():
+  """The factors of one model's table on params it does not describe raise, naming the
+  first mismatching param, its shape and what the table expects (not a silent no-op)."""
+  p = parametrize.from_model_config('mup', _mlp(), BASE)
+  wide, _ = parametrize.abstract_params(_mlp(2 * WIDTH))
+  wide = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), wide.to_pure_dict())
+  with pytest.raises(
+    ValueError,
+    match=r"'mup': param 'head/kernel' has shape \(512, 10\) .*expects shape \(256, 10\)",
+  ):
+    p.init_scheme()(jax.random.key(0), wide)
+  extra = {**wide, 'extra': {'kernel': jnp.zeros((3, 3))}}
+  with pytest.raises(
+    ValueError, match=r"param 'extra/kernel' has shape \(3, 3\) but the table has no"
+  ):
+    p.wrap(ii.get_scheme('he_normal'))(jax.random.key(0), extra, ii.InitContext())
+  std = parametrize.from_model_config('standard', _mlp(), 0)
+  assert std.init_scheme()(jax.random.key(0), extra) is extra  # Inactive: nothing to check.
+  assert std.wrap(None) is None and p.wrap(None).__qualname__ == 'parametrization_mup'
+
+
+def test_wrap_applies_factors_to_a_scheme_result_of_this_model_and_passes_another_through():
+  """A SchemeResult of a new architecture whose params the table does not match comes back
+  untouched (a run's first init, which it discards); one whose params the table matches (the
+  run's rebuild with the new model's table) gets the factors and keeps its model config."""
+  p = parametrize.from_model_config('mup', _mlp(), BASE)
+  params, _ = parametrize.abstract_params(_mlp())
+  params = jax.tree.map(lambda s: jnp.ones(s.shape, s.dtype), params.to_pure_dict())
+  wide, _ = parametrize.abstract_params(_mlp(2 * WIDTH))
+  wide = jax.tree.map(lambda s: jnp.ones(s.shape, s.dtype), wide.to_pure_dict())
+  new_model = _mlp(2 * WIDTH)
+  grow = lambda key, tree, ctx=None: ii.SchemeResult(wide, new_model)
+  out = p.wrap(grow)(jax.random.key(0), params)
+  assert isinstance(out, ii.SchemeResult) and out.params is wide and out.model_config is new_model
+  same = lambda key, tree, ctx=None: ii.SchemeResult(params, new_model)
+  out = p.wrap(same)(jax.random.key(0), params)
+  assert isinstance(out, ii.SchemeResult) and out.model_config is new_model
+  np.testing.assert_allclose(out.params['head']['kernel'], 0.5)  # μP readout: 1/sqrt(r), r = 4
+  np.testing.assert_allclose(out.params['hidden'][1]['kernel'], 1.0)
 
 
 def _config(**p):
@@ -243,7 +287,7 @@ def test_config_driven_mup_run(data_dir, tmp_path):
   config.train.update(
     dict(steps=2, batch_size=16, log_every=1, eval_every=0, checkpoint_every=0, progress_bar=False)
   )
-  result = train.run(config, tmp_path / 'run', report=False)
+  result = train.run(config, tmp_path / 'run')
   run = result.run
   t = run.parametrization.table
   assert t['head/kernel'].role == 'output' and t['head/kernel'].lr == 0.25

@@ -12,9 +12,11 @@ residual add), over every element of the output on all of `ctx.data.batches`. Bi
 embeddings and norm params are left as they are. The models run in eval mode
 (`train=False`: BatchNorm uses its running statistics, 0 and 1 at init).
 
-Capturing each layer's output: the kernel modules' `__call__` is intercepted while the
-model runs (as `flax.nnx.capture(..., method_outputs=...)` instruments methods), and each
-call's output is recorded under its kernel's param path. The model runs through its
+Capturing each layer's output: while the model runs, each kernel module instance's class is
+swapped for a subclass whose `__call__` records the output under its kernel's param path
+(in the calling thread's context only). The layer classes themselves are never modified
+(unlike `flax.nnx.capture(..., method_outputs=...)`, which instruments the classes), so other
+modules and other threads are unaffected. The model runs through its
 `stages()` hook (initlab's models: composing them is the forward pass), which for the
 scanned LM gives one block per layer holding that layer's slice of the stacked params: slice
 i of blocks/mlp/fc1/kernel is normalized on its own ('blocks/mlp/fc1/kernel[i]').
@@ -23,7 +25,10 @@ i of blocks/mlp/fc1/kernel is normalized on its own ('blocks/mlp/fc1/kernel[i]')
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import math
+import threading
+import types
 
 from flax import nnx
 import jax
@@ -42,40 +47,71 @@ def _is_kernel_module(m) -> bool:
   return isinstance(getattr(m, 'kernel', None), nnx.Param)
 
 
-def _call_owner(cls):
-  """The class in `cls`'s MRO that defines `__call__`."""
-  return next(c for c in cls.__mro__ if '__call__' in c.__dict__)
+_RECORDER = contextvars.ContextVar('lsuv_recorder', default=None)
+_RECORDING_CLASSES: dict[type, type] = {}
+_RECORDING_CLASSES_LOCK = threading.Lock()
+
+
+def _recording_class(cls: type) -> type:
+  """A subclass of `cls` whose `__call__` reports to this context's recorder, if any.
+
+  Made once per class (a Module subclass registers itself with Flax's graph registries, so
+  one per call would pile up there). Only instances whose `__class__` `_intercept` swapped
+  to it use it; `cls` and its other instances are never touched.
+  """
+  with _RECORDING_CLASSES_LOCK:
+    sub = _RECORDING_CLASSES.get(cls)
+    if sub is not None:
+      return sub
+
+    def __call__(self, *args, **kwargs):
+      call = super(sub, self).__call__
+      recorder = _RECORDER.get()
+      return call(*args, **kwargs) if recorder is None else recorder(self, call, args, kwargs)
+
+    kwds = {'pytree': cls._pytree__is_pytree} if hasattr(cls, '_pytree__is_pytree') else {}
+    namespace = {
+      '__call__': __call__,
+      '__module__': cls.__module__,
+      '__qualname__': cls.__qualname__,
+    }
+    sub = types.new_class(cls.__name__, (cls,), kwds, lambda ns: ns.update(namespace))
+    _RECORDING_CLASSES[cls] = sub
+    return sub
 
 
 @contextlib.contextmanager
 def _intercept(modules, units: dict[int, tuple[str, int | None]]):
-  """Records `(unit, output)` of every call of a module in `units` (id -> unit) in order."""
+  """Records `(unit, output)` of every call of a module in `units` (id -> unit) in order.
+
+  Each module instance's `__class__` is swapped to its class's `_recording_class` for the
+  duration (and restored after), and the recorder is set in this thread's context only: no
+  class is modified, so other modules and other threads' calls run and are not recorded.
+  """
   record, active = [], set()
-  owners = {_call_owner(type(m)) for m in modules}
-  originals = {c: c.__dict__['__call__'] for c in owners}
 
-  def wrap(original):
-    def call(self, *args, **kwargs):
-      key = id(self)
-      if key not in units or key in active:
-        return original(self, *args, **kwargs)
-      active.add(key)
-      try:
-        out = original(self, *args, **kwargs)
-      finally:
-        active.discard(key)
-      record.append((units[key], out))
-      return out
+  def recorder(module, call, args, kwargs):
+    key = id(module)
+    if key not in units or key in active:
+      return call(*args, **kwargs)
+    active.add(key)
+    try:
+      out = call(*args, **kwargs)
+    finally:
+      active.discard(key)
+    record.append((units[key], out))
+    return out
 
-    return call
-
-  for c, original in originals.items():
-    setattr(c, '__call__', wrap(original))
+  swapped = {id(m): (m, type(m)) for m in modules}
+  token = _RECORDER.set(recorder)
   try:
+    for m, cls in swapped.values():
+      object.__setattr__(m, '__class__', _recording_class(cls))
     yield record
   finally:
-    for c, original in originals.items():
-      setattr(c, '__call__', original)
+    for m, cls in swapped.values():
+      object.__setattr__(m, '__class__', cls)
+    _RECORDER.reset(token)
 
 
 def _stages(model):

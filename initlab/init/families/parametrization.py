@@ -1,6 +1,6 @@
 """Width parametrizations: standard (SP), NTK and μP, relative to a base width.
 
-    p = parametrization.from_model_config('mup', model_config, base_width=64)
+    p = parametrize.from_model_config('mup', model_config, base_width=64)  # initlab.train
     scheme = p.wrap(ii.get_scheme('he_normal'))   # the init, then μP's init factors
     tx = optax.chain(optax.adam(lr), p.transform())  # per-param learning-rate multipliers
 
@@ -54,9 +54,8 @@ from typing import Any, Callable, Mapping
 import jax
 import optax
 
-from initlab.errors import ConfigError
 from initlab.init import tree as tree_lib
-from initlab.init.schemes import chain
+from initlab.init.schemes import SchemeResult
 from initlab.init.specs import LayoutError, infer_spec
 
 PARAMETRIZATIONS = ('standard', 'ntk', 'mup')
@@ -138,7 +137,9 @@ def role_of(spec, fans, base_fans, path: str, classifier: str | None) -> str:
 class Parametrization:
   """A parametrization's table, `{param path: Entry}`, and what applies it.
 
-  Build with `Parametrization.build` (from param trees) or `from_model_config`.
+  Build with `Parametrization.build` (from param trees), `Parametrization.standard()`, or
+  from a zoo model config with `initlab.train.parametrize.from_model_config` (which builds the
+  model abstractly; `initlab.init` never imports the models).
   """
 
   name: str
@@ -184,6 +185,11 @@ class Parametrization:
       )
     return cls(name, table)
 
+  @classmethod
+  def standard(cls) -> Parametrization:
+    """The standard parametrization: every factor 1 for every param (of any model)."""
+    return cls('standard', _Ones())
+
   @property
   def active(self) -> bool:
     """False for 'standard': the run's init and optimizer stay as they are."""
@@ -197,37 +203,68 @@ class Parametrization:
       )
     return self.table[path]
 
+  def mismatch(self, params: Any) -> str | None:
+    """None if the table has every param of `params` with its shape, else what differs for
+    the first param that does not match (its path, its shape and what the table expects)."""
+    for leaf in tree_lib.leaves(params):
+      want = self.table[leaf.path].shape if leaf.path in self.table else None
+      if want is None or tuple(want) != tuple(leaf.shape):
+        expects = 'has no such param' if want is None else f'expects shape {tuple(want)}'
+        return (
+          f'param {leaf.path!r} has shape {tuple(leaf.shape)} but the table {expects} '
+          f'(it knows {sorted(self.table)[:6]} ...)'
+        )
+    return None
+
   def init_scheme(self) -> Callable:
     """A param-stage scheme `(key, params, ctx) -> params` multiplying each param by its
-    `init_scale` (untouched where it is 1).
+    `init_scale` (untouched where it is 1); params unchanged if inactive.
 
-    Params of another model (a path the table lacks, or another shape) come back unchanged:
-    they are the new model of a scheme that returned `SchemeResult`, whose first init a run
-    discards before it builds that model with that model's table (`initlab.train.Run`)."""
+    A param the table lacks, or holds with another shape, is a ValueError naming the first
+    such path, its shape and what the table expects (the params are of another model)."""
 
     def scale(leaf):
-      s = self._entry(leaf.path).init_scale
+      s = self.table[leaf.path].init_scale
       return leaf.value if s == 1.0 else (leaf.value * s).astype(leaf.value.dtype)
 
     def scheme(key, params, ctx=None):
       del key, ctx
-      leaves = tree_lib.leaves(params)
-      if not self.active or any(
-        l.path not in self.table or self.table[l.path].shape != l.shape for l in leaves
-      ):
+      if not self.active:
         return params
+      if (problem := self.mismatch(params)) is not None:
+        raise ValueError(f'parametrization {self.name!r}: {problem}')
       return tree_lib.map_leaves(scale, params)
 
     scheme.__qualname__ = f'parametrization_{self.name}'
     return scheme
 
   def wrap(self, scheme: Callable | None) -> Callable | None:
-    """`scheme` followed by this parametrization's init factors (`scheme` if inactive)."""
+    """`scheme` followed by this parametrization's init factors (`scheme` if inactive).
+
+    `scheme` gets `fold_in(key, 0)` (as in `chain(scheme, self.init_scheme())`). If it
+    returns a `SchemeResult`, the factors apply to its params and the result keeps its other
+    fields. One exception: a `SchemeResult` with a new `model_config` whose params the table
+    does not match comes back untouched: that is a run's first init of an architecture
+    change, which the run discards before it builds the new model from the scheme's params
+    with that model's own parametrization (`initlab.train.pipeline`). Any other param the
+    table does not match is a ValueError (`init_scheme`)."""
     if not self.active:
       return scheme
+    factors_ = self.init_scheme()
     if scheme is None:
-      return self.init_scheme()
-    return chain(scheme, self.init_scheme(), warn=False)
+      return factors_
+
+    def wrapped(key, params, ctx=None):
+      out = scheme(jax.random.fold_in(key, 0), params, ctx)
+      if not isinstance(out, SchemeResult):
+        return factors_(jax.random.fold_in(key, 1), out, ctx)
+      if out.model_config is not None and self.mismatch(out.params) is not None:
+        return out  # Another model's params: the run rebuilds with that model's table.
+      return dataclasses.replace(out, params=factors_(jax.random.fold_in(key, 1), out.params))
+
+    name = getattr(scheme, '__qualname__', None) or type(scheme).__name__
+    wrapped.__qualname__ = f'{factors_.__qualname__}({name})'
+    return wrapped
 
   def init_scales(self, params: Any) -> Any:
     """A tree like `params` (any param tree) of each param's init factor (std multiplier)."""
@@ -310,49 +347,6 @@ def with_width(model_config, width: float, key: str = ''):
   return cfg
 
 
-def abstract_params(model_config) -> tuple[Any, dict]:
-  """(abstract `nnx.Param` state, init_hints()) of the zoo model `model_config`."""
-  from flax import nnx  # pylint: disable=g-import-not-at-top
-  from initlab import models  # pylint: disable=g-import-not-at-top
-
-  with nnx.use_eager_sharding(False):
-    model = nnx.eval_shape(lambda: models.build(model_config, rngs=nnx.Rngs(0)))
-  hints = model.init_hints() if hasattr(model, 'init_hints') else {}
-  return nnx.state(model, nnx.Param), hints
-
-
-def from_model_config(
-  name: str,
-  model_config,
-  base_width: float,
-  *,
-  width_key_: str = '',
-  optimizer: str = 'adam',
-  zero_readout: bool = False,
-) -> Parametrization:
-  """The parametrization `name` of zoo model `model_config` (a full model ConfigDict).
-
-  The base model is `model_config` with its width option (`width_key_`, default the first of
-  WIDTH_KEYS it has: mlp/resnet 'width', vit/transformer_lm 'dim') set to `base_width`.
-  'standard' needs no base (`base_width` may be 0). `optimizer`: 'adam' or 'sgd'.
-  """
-  check(
-    name, base_width, model_config=model_config, width_key_=width_key_, zero_readout=zero_readout
-  )
-  if name == 'standard':
-    return Parametrization(name, _Ones())
-  params, hints = abstract_params(model_config)
-  base, _ = abstract_params(with_width(model_config, base_width, width_key_))
-  return Parametrization.build(
-    name,
-    params,
-    base,
-    classifier=hints.get('classifier'),
-    optimizer=optimizer,
-    zero_readout=zero_readout,
-  )
-
-
 class _Ones(dict):
   """The standard parametrization's table: factors 1 for every path."""
 
@@ -361,20 +355,3 @@ class _Ones(dict):
 
   def __getitem__(self, path):
     return Entry('standard', 0, 0, 0, 0, 1.0, 1.0)
-
-
-def from_config(config, model_config) -> Parametrization:
-  """The parametrization of a run config (`config.parametrization`; see `initlab.config`) for
-  the model config `model_config` the run builds; bad values raise ConfigError."""
-  p = config.parametrization
-  try:
-    return from_model_config(
-      p.name,
-      model_config,
-      p.base_width,
-      width_key_=p.width_key,
-      optimizer=optimizer_kind(config.optimizer.name),
-      zero_readout=p.zero_readout,
-    )
-  except ValueError as e:
-    raise ConfigError(f'config.{e}') from None
