@@ -44,8 +44,16 @@ def default_config() -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict({'name': 'mlp'})
   # Init scheme: `init.name` (+ options `init.<name>.<opt>`), or a study over `init.compare`.
   # `init.pretrained`: a run directory or an Orbax checkpoint (directory or step) whose params
-  # the schemes read as `ctx.pretrained` (e.g. 'from_pretrained'), restored on this mesh.
-  c.init = ml_collections.ConfigDict({'name': 'he_normal', 'compare': (), 'pretrained': ''})
+  # and model state the schemes read as `ctx.pretrained` / `ctx.pretrained_state` (e.g.
+  # 'from_pretrained'), restored on this mesh; or {name: path} of several sources (the
+  # schemes then read {name: tree}).
+  c.init = ml_collections.ConfigDict(
+    {
+      'name': 'he_normal',
+      'compare': (),
+      'pretrained': config_dict.FieldReference('', field_type=object),
+    }
+  )
   c.data = ml_collections.ConfigDict(
     dict(
       name='digits',  # 'digits', 'tiny_shakespeare', TFDS name.
@@ -86,6 +94,9 @@ def default_config() -> ml_collections.ConfigDict:
       # Transforms chained after the optimizer: names or (name, {option: value}) pairs of
       # `initlab.train.optim.transform_names()`, e.g. (('backslash', {'rdo': 2e3}),).
       extra=(),
+      # Regex of the params the optimizer trains (full match on 'a/b/kernel' paths); '' is
+      # every param. Frozen params keep their init and get no optimizer state.
+      trainable='',
     )
   )
   c.train = ml_collections.ConfigDict(
@@ -99,6 +110,10 @@ def default_config() -> ml_collections.ConfigDict:
       checkpoint_every=200,  # Also at the last step; 0 = only at the end.
       keep_checkpoints=2,
       progress_bar=True,
+      loss='ce',  # One of initlab.losses.loss_names(): 'ce', 'distill'.
+      # loss='distill': (1 - alpha) CE + alpha T^2 KL(teacher || student), teacher: a run
+      # directory or Orbax checkpoint of any model with this dataset's output space.
+      distill=ml_collections.ConfigDict(dict(teacher='', temperature=1.0, alpha=0.5)),
     )
   )
   c.mesh = (('data', -1), ('model', 1))  # (axis name, size); one size may be -1 (the rest).
@@ -139,7 +154,13 @@ def full_model_config(config: ml_collections.ConfigDict) -> ml_collections.Confi
 
 
 # Paths a user gives; made absolute at the entry.
-PATH_KEYS = ('init_from', 'data.data_dir', 'init.pretrained', 'data.graph.raw_dir')
+PATH_KEYS = (
+  'init_from',
+  'data.data_dir',
+  'init.pretrained',
+  'data.graph.raw_dir',
+  'train.distill.teacher',
+)
 
 
 def resolve_paths(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -157,8 +178,11 @@ def resolve_paths(config: ml_collections.ConfigDict) -> ml_collections.ConfigDic
       node = out
       for k in parents:
         node = node.get(k) or {}  # data.graph may be absent or empty
-      if node.get(leaf):
-        node[leaf] = rundir.absolute(node[leaf])
+      value = node.get(leaf)
+      if isinstance(value, (dict, ml_collections.ConfigDict)):  # init.pretrained {name: path}
+        node[leaf] = {k: rundir.absolute(v) if v else v for k, v in dict(value).items()}
+      elif value:
+        node[leaf] = rundir.absolute(value)
   return out
 
 
@@ -281,6 +305,7 @@ def validate(
   _check_init(config.init)
   _check_optimizer(config.optimizer)
   _check_parametrization(config)
+  loss_of(config)
   t = config.train
   for key in ('steps', 'batch_size', 'log_every', 'keep_checkpoints'):
     _check(t[key] >= 1, f'train.{key}', f'a positive int, got {t[key]}')
@@ -410,11 +435,27 @@ def _check_init(init) -> None:
   named = [('init.name', init.name)] + [(f'init.compare[{i}]', n) for i, n in enumerate(compare)]
   for key, name in named:
     _check(name in names, key, f'an init scheme name, got {name!r}; valid: {", ".join(names)}')
-  _check(
-    isinstance(init.get('pretrained') or '', str),
-    'init.pretrained',
-    f"a run directory or Orbax checkpoint path ('' for none), got {init.get('pretrained')!r}",
-  )
+  pretrained = init.get('pretrained')
+  pretrained = '' if pretrained is None else pretrained
+  if isinstance(pretrained, (dict, ml_collections.ConfigDict)):
+    _check(
+      len(pretrained) > 0,
+      'init.pretrained',
+      "a path, {name: path} of at least one source, or '' for none; got an empty mapping",
+    )
+    for name, path in dict(pretrained).items():
+      _check(
+        isinstance(path, str) and bool(path),
+        f'init.pretrained[{name!r}]',
+        f'a run directory or Orbax checkpoint path, got {path!r}',
+      )
+  else:
+    _check(
+      isinstance(pretrained, str),
+      'init.pretrained',
+      f"a run directory or Orbax checkpoint path, {{name: path}}, or '' for none; got "
+      f'{pretrained!r}',
+    )
   for key in init.keys():
     if key in ('name', 'compare', 'pretrained'):
       continue
@@ -440,6 +481,34 @@ def _check_init(init) -> None:
       raise ConfigError(f'config.init.{key}: bad options {opts} for scheme {key!r}: {e}.') from None
 
 
+def loss_of(config: ml_collections.ConfigDict):
+  """The `initlab.losses.Loss` of `config.train.loss` (options from `config.train.distill`);
+  ConfigError naming the key and the valid choices."""
+  from initlab import losses  # pylint: disable=g-import-not-at-top
+
+  t = config.train
+  name = t.get('loss', 'ce')
+  _check(
+    name in losses.loss_names(),
+    'train.loss',
+    f'one of {", ".join(map(repr, losses.loss_names()))}, got {name!r}',
+  )
+  options = {}
+  if name == 'distill':
+    d = t.distill
+    _check(
+      isinstance(d.teacher, str) and bool(d.teacher),
+      'train.distill.teacher',
+      f"the run directory or Orbax checkpoint of the teacher (train.loss='distill'), got "
+      f'{d.teacher!r}',
+    )
+    options = dict(temperature=d.temperature, alpha=d.alpha)
+  try:
+    return losses.get_loss(name, **options)
+  except ValueError as e:
+    raise ConfigError(f'config.train.distill: {e}.') from None
+
+
 def _check_parametrization(config) -> None:
   from initlab.init.families import parametrization  # pylint: disable=g-import-not-at-top
 
@@ -458,6 +527,14 @@ def _check_parametrization(config) -> None:
 
 def _check_optimizer(opt) -> None:
   import optax  # pylint: disable=g-import-not-at-top
+  import re  # pylint: disable=g-import-not-at-top
+
+  try:
+    re.compile(opt.get('trainable', ''))
+  except re.error as e:
+    raise ConfigError(
+      f'config.optimizer.trainable: not a regular expression ({e}): {opt.trainable!r}.'
+    ) from None
 
   names = optimizer_names()
   _check(

@@ -116,6 +116,7 @@ def main(argv):
   from initlab import config as config_lib
   from initlab import rundir
   from initlab import train
+  import jax
   from initlab.train import checkpoint as ckpt_lib
 
   config = _CONFIG.value
@@ -123,6 +124,10 @@ def main(argv):
     config_lib.validate(config)  # Before the heavier work: a bad config fails fast.
     if not train.is_study(config):
       result = train.run(config, _WORKDIR.value, force=_FORCE.value)
+      if jax.process_index() == 0:
+        from initlab.report import build_report
+
+        build_report(result.run.workdir)
       print(f'Final: {result.summary["final"]}')
       print(f'Report: {result.run.workdir}/{rundir.REPORT}')
       return

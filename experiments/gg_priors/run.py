@@ -76,7 +76,7 @@ def make_config(args, model: str, beta: float, seed: int, **extra):
 
 def fit(config, workdir, **kwargs):
   """`train.run` (no per-run report), and the run's files as `initlab.report` reads them."""
-  result = train.run(config, workdir, report=False, **kwargs)
+  result = train.run(config, workdir, **kwargs)
   (seed_run,) = [r for runs in load_study(workdir).runs.values() for r in runs.values()]
   return result, seed_run
 

@@ -38,6 +38,7 @@ from initlab.init.schemes import (
   SchemeResult,
   chain,
   stage_of,
+  unwrap,
   with_stage,
 )
 from initlab.init.specs import LayoutError, ParamSpec, infer_spec

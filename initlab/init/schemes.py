@@ -22,17 +22,12 @@ import warnings
 
 from flax import nnx
 import jax
-import jax.numpy as jnp
-import optax
 
+from initlab import losses
 from initlab.errors import ConfigError
 from initlab.init import tree as tree_lib
 
 STAGES = ('param', 'data')
-# Batch keys of the two tasks (as `initlab.data` yields them).
-_INPUT_KEY = {'classification': 'image', 'lm': 'inputs'}
-_TARGET_KEY = {'classification': 'label', 'lm': 'targets', 'node_classification': 'labels'}
-_GRAPH_TASK = 'node_classification'  # A batch is a whole graph, the model's input; loss on 'mask'.
 
 
 def _call(model, x, train: bool):
@@ -51,7 +46,10 @@ class DataContext:
     model_state: nested dict of the model's non-Param variables (e.g. BatchNorm statistics).
     batches: global (sharded) training batches, dicts with 'image', 'label'
       (classification) or 'inputs', 'targets' (lm), leading axis = global batch.
-    task: 'classification' or 'lm'.
+    task: 'classification', 'lm' or 'node_classification'.
+    objective: the run's training loss (`initlab.losses`, `config.train.loss`).
+    teacher: `inputs -> logits` of the run's teacher (`config.train.distill.teacher`), or
+      None; `loss` feeds it to an objective that needs a teacher.
   `apply` and `loss` are jitted and pure: `model_state` is never updated by them.
   """
 
@@ -59,6 +57,8 @@ class DataContext:
   model_state: Any
   batches: tuple
   task: str
+  objective: losses.Loss = losses.CE
+  teacher: Callable | None = None
 
   def model(self, params) -> nnx.Module:
     """The `nnx.Module` holding `params` (nested dict of Param values) and `model_state`."""
@@ -70,28 +70,29 @@ class DataContext:
       model = nnx.merge(self.graphdef, params, model_state)
       return _call(model, inputs, train)
 
-    def loss(params, model_state, batch, train):
+    def loss(params, model_state, batch, train, teacher_logits):
       logits = apply(params, model_state, self.inputs(batch), train)
-      labels = batch[_TARGET_KEY[self.task]]
-      ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
-      if self.task != _GRAPH_TASK:
-        return jnp.mean(ce)
-      w = batch['mask'].astype(ce.dtype)  # A graph: the mean over its train nodes.
-      return jnp.sum(ce * w) / jnp.maximum(jnp.sum(w), 1)
+      return losses.mean_loss(self.objective, logits, batch, self.task, teacher_logits)
 
     return (jax.jit(apply, static_argnames='train'), jax.jit(loss, static_argnames='train'))
 
   def inputs(self, batch):
     """The model input of `batch` ('image' or 'inputs'; a graph task's batch itself)."""
-    return batch if self.task == _GRAPH_TASK else batch[_INPUT_KEY[self.task]]
+    return losses.model_input(batch, self.task)
 
   def apply(self, params, inputs, *, train: bool = False) -> jax.Array:
     """Logits `model(inputs, train=train)` (float; [batch, classes] or [batch, seq, vocab])."""
     return self._jitted[0](params, self.model_state, inputs, train)
 
   def loss(self, params, batch, *, train: bool = False) -> jax.Array:
-    """The training loss on `batch`: mean cross-entropy (per token for lm), float32 ()."""
-    return self._jitted[1](params, self.model_state, batch, train)
+    """The training loss on `batch` (`objective`; mean per token for lm, per labelled node
+    for a graph), float32 (). Differentiable in `params`; the teacher's logits are not."""
+    teacher = None
+    if self.objective.needs_teacher:
+      if self.teacher is None:
+        raise ValueError(f'the data stage has no teacher for loss {self.objective.name!r}')
+      teacher = jax.lax.stop_gradient(self.teacher(self.inputs(batch)))
+    return self._jitted[1](params, self.model_state, batch, train, teacher)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,7 +108,10 @@ class InitContext:
     batch: an input batch, for data-dependent schemes used outside a run.
     apply_fn: `apply_fn(params, batch) -> outputs`, likewise.
     pretrained: a pretrained param tree (in a run: `config.init.pretrained`, restored into
-      this mesh's param shardings), for schemes that start from one.
+      this mesh's param shardings), for schemes that start from one; with several sources
+      (`config.init.pretrained = {name: path}`) a dict {name: param tree}.
+    pretrained_state: the model state (e.g. BatchNorm statistics) of `pretrained`, in the
+      same form (a nested dict, or {name: nested dict}).
     extras: anything else a scheme documents that it reads.
     dataset: facts about the run's dataset: 'task', 'num_classes', 'vocab_size',
       'input_shape', 'num_train_examples' (and, for graph data, graph statistics).
@@ -119,6 +123,7 @@ class InitContext:
   batch: Any = None
   apply_fn: Callable | None = None
   pretrained: Any = None
+  pretrained_state: Any = None
   extras: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   dataset: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   data: DataContext | None = None
@@ -165,10 +170,52 @@ _FIELDS = tuple(f.name for f in dataclasses.fields(InitContext))
 
 @dataclasses.dataclass(frozen=True)
 class SchemeResult:
-  """Returned by schemes that change the architecture."""
+  """What a scheme returns when it gives more than params.
+
+  Attributes:
+    params: the param tree.
+    model_config: a new model config (the scheme changed the architecture; the run builds
+      that model from `params`), or None.
+    masks: fixed 0/1 masks, a nested dict of bool arrays over some of the params' paths
+      (pruning at init); the run declares which params carry masks from the scheme's
+      `masks` attribute (a path regex, see `with_stage`), keeps masked entries at exactly 0
+      in training and checkpoints the masks. None: no masks.
+    model_state: the model's other variables (e.g. BatchNorm statistics, a nested dict like
+      the model's), e.g. restored or merged from pretrained sources; None keeps the model's.
+  """
 
   params: Any
-  model_config: Any
+  model_config: Any = None
+  masks: Any = None
+  model_state: Any = None
+
+  def merged_into(self, earlier: SchemeResult | None) -> SchemeResult:
+    """This result over an `earlier` one of the same chain: fields this one leaves None
+    keep the earlier value (masks of different params are combined)."""
+    if earlier is None:
+      return self
+    masks = self.masks
+    if earlier.masks is not None:
+      masks = {**earlier.masks, **(masks or {})} if masks is not None else earlier.masks
+    return SchemeResult(
+      self.params,
+      self.model_config if self.model_config is not None else earlier.model_config,
+      masks,
+      self.model_state if self.model_state is not None else earlier.model_state,
+    )
+
+
+def unwrap(result, earlier: SchemeResult | None = None) -> tuple[Any, SchemeResult | None]:
+  """(params, the accumulated `SchemeResult` or None) of a scheme's return value."""
+  if isinstance(result, SchemeResult):
+    merged = result.merged_into(earlier)
+    return merged.params, merged
+  return result, earlier
+
+
+def finish(params, result: SchemeResult | None):
+  """What a chain of parts returns: plain params, or a `SchemeResult` if any part gave one."""
+  return params if result is None else dataclasses.replace(result, params=params)
 
 
 class Scheme(Protocol):
@@ -218,9 +265,10 @@ def chain(*schemes: Scheme, warn: bool = True) -> Scheme:
   any part is a data-stage scheme, else "param"); a run's pipeline applies the param-stage
   parts inside the jitted init and the data-stage parts after it, each still with its
   `fold_in(key, i)`. A param-stage part after a data-stage part is a ValueError naming both.
-  A part returning `SchemeResult` (a new architecture) hands its params to the later parts
-  (their `ctx` still describes the model the chain read) and the chain returns a
-  `SchemeResult` with the last params and that model config.
+  A part returning `SchemeResult` (a new architecture, masks, model state) hands its params
+  to the later parts (their `ctx` still describes the model the chain read) and the chain
+  returns a `SchemeResult` with the last params and every field a part set (a later part's
+  value wins; masks of different params are combined).
   """
   for i, scheme in enumerate(schemes):
     for j in range(i):
@@ -232,12 +280,13 @@ def chain(*schemes: Scheme, warn: bool = True) -> Scheme:
         )
 
   def chained(key, params, ctx=None):
-    written, model_config = [], None
+    written, result = [], None
     for i, scheme in enumerate(schemes):
       before = {l.path: l.value for l in tree_lib.leaves(params)}
-      params = scheme(jax.random.fold_in(key, i), params, ctx)
-      if isinstance(params, SchemeResult):  # Later parts get the new model's params.
-        model_config, params, before = params.model_config, params.params, {}
+      out = scheme(jax.random.fold_in(key, i), params, ctx)
+      params, result = unwrap(out, result)  # Later parts get the new model's params.
+      if isinstance(out, SchemeResult) and out.model_config is not None:
+        before = {}
       written.append(
         {l.path for l in tree_lib.leaves(params) if before.get(l.path) is not l.value}
         if before
@@ -253,7 +302,7 @@ def chain(*schemes: Scheme, warn: bool = True) -> Scheme:
           UserWarning,
           stacklevel=2,
         )
-    return params if model_config is None else SchemeResult(params, model_config)
+    return finish(params, result)
 
   chained.stages = tuple(schemes)
   chained.stage = 'data' if any(stage_of(s) == 'data' for s in schemes) else 'param'

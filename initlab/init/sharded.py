@@ -50,34 +50,52 @@ def init_fn(
   scheme: Callable | None = None,
   ctx: InitContext | None = None,
   source_fn: Callable | None = None,
+  *,
+  with_masks: bool = False,
 ) -> Callable:
-  """The (unjitted) init: `(key, pretrained=None) -> nnx.State` of `model_fn(rngs)`.
+  """The (unjitted) init: `(key, pretrained=None, pretrained_state=None) -> nnx.State` of
+  `model_fn(rngs)` (with `with_masks`: `(state, masks or None)`).
 
   Construction gets `fold_in(key, 0)`, the scheme `fold_in(key, 1)` and
-  `ctx.replace(hints=model.init_hints() if ctx has none, pretrained=pretrained)`.
-  With `source_fn`, the scheme reads the params of `source_fn(rngs)` and returns a
-  `SchemeResult` whose params become those of `model_fn(rngs)` (the architecture stage).
+  `ctx.replace(hints=model.init_hints() if ctx has none, pretrained=pretrained,
+  pretrained_state=pretrained_state)`. With `source_fn`, the scheme reads the params of
+  `source_fn(rngs)` and returns a `SchemeResult` whose params become those of
+  `model_fn(rngs)` (the architecture stage). A `SchemeResult`'s `model_state` replaces the
+  model's other variables; its `masks` are returned with `with_masks` (else an error: only
+  a run keeps masks).
   """
 
-  def init(key, pretrained=None):
+  def init(key, pretrained=None, pretrained_state=None):
     rngs = lambda: nnx.Rngs(jax.random.fold_in(key, 0))
     with nnx.use_eager_sharding(False):
       model = model_fn(rngs())
       if scheme is None:
-        return nnx.state(model)
+        return (nnx.state(model), None) if with_masks else nnx.state(model)
       source = model if source_fn is None else source_fn(rngs())
     context = ctx if ctx is not None else InitContext()
     if not context.hints and hasattr(source, 'init_hints'):
       context = dataclasses.replace(context, hints=source.init_hints())
     if pretrained is not None:
-      context = dataclasses.replace(context, pretrained=pretrained)
+      context = dataclasses.replace(
+        context, pretrained=pretrained, pretrained_state=pretrained_state
+      )
     params = scheme(jax.random.fold_in(key, 1), nnx.state(source, nnx.Param), context)
+    masks = None
     if isinstance(params, SchemeResult):
-      if source_fn is None:
-        raise ArchitectureChange(params.model_config)
-      params = params.params
+      result, params = params, params.params
+      if result.model_config is not None:
+        if source_fn is None:
+          raise ArchitectureChange(result.model_config)
+      elif result.model_state is not None:
+        nnx.update(model, result.model_state)
+      masks = result.masks
+      if masks is not None and not with_masks:
+        raise ValueError(
+          'the init scheme returned masks, which only a run keeps (initlab.train); '
+          'apply them to the params yourself outside a run'
+        )
     nnx.update(model, params)
-    return nnx.state(model)
+    return (nnx.state(model), masks) if with_masks else nnx.state(model)
 
   return init
 

@@ -30,7 +30,7 @@ import numpy as np
 from initlab.errors import ConfigError
 from initlab.init import registry
 from initlab.init import tree as tree_lib
-from initlab.init.schemes import InitContext, stage_of
+from initlab.init.schemes import InitContext, SchemeResult, finish, stage_of, unwrap
 
 DATA_SEED_SALT = 0xDA7A  # Data-stage batches: seed = hash(seeds.data, DATA_SEED_SALT).
 
@@ -62,7 +62,10 @@ class Plan:
   Attributes:
     scheme: the whole scheme.
     resizes: the architecture-stage functions `resize(model_config, ctx)`, in order.
-    param: the param-stage scheme (the whole scheme if it has no data part), or None.
+    param: the param-stage scheme (the whole scheme if it has no data part), or None. Made
+      from a chain's param parts, it unwraps a part's `SchemeResult` as `chain` does: the
+      later parts get its params, and it returns a `SchemeResult` with the last params and
+      the fields the parts set (e.g. the new model config, for the architecture stage).
     data: ((index path, scheme), ...) of the data-stage parts, in order.
     num_batches: training batches the data stage draws (max of the parts' `num_batches`).
   """
@@ -94,9 +97,10 @@ def plan(scheme: Callable | None) -> Plan:
     param_parts = [(path, p) for path, p in parts if stage_of(p) != 'data']
 
     def param(key, params, ctx=None):
-      for path, p in param_parts:
-        params = p(_fold(key, path), params, ctx)
-      return params
+      result = None
+      for path, p in param_parts:  # As `chain`: a SchemeResult's params go to later parts.
+        params, result = unwrap(p(_fold(key, path), params, ctx), result)
+      return finish(params, result)
 
     param = param if param_parts else None
   num_batches = max([int(getattr(p, 'num_batches', 1)) for _, p in data], default=0)
@@ -118,26 +122,38 @@ def dataset_facts(meta) -> dict[str, Any]:
 
 
 def data_seed(seed: int) -> int:
-  """The seed of the data stage's batches: derived from `seeds.data`, independent of it."""
+  """The seed of the data stage's batches, from the run's `seeds.data` (`seed`) alone.
+
+  It is a hash of `seed` and DATA_SEED_SALT: the same for every `seeds.init` (and every
+  scheme), so runs that differ only in their init seed or scheme see the same data-stage
+  batches and their inits differ only by the init itself; it differs from `seed`, so the
+  data stage does not draw training's first batches, and training's data order (seeded with
+  `seeds.data`) is untouched. A study's seed k shifts `seeds.data` too (`seeds.data + k`,
+  `initlab.train.study`), so its k-th runs share their data-stage batches and other k differ.
+  """
   return int(np.random.SeedSequence([int(seed), DATA_SEED_SALT]).generate_state(1)[0])
 
 
 def run_data_stage(p: Plan, key: jax.Array, params, ctx: InitContext, shardings):
-  """Applies the data-stage parts to `params` in order; returns them placed on `shardings`.
+  """Applies the data-stage parts to `params` in order; returns them placed on `shardings`,
+  or, when a part returned a `SchemeResult` (masks, model state), that result with them.
 
   `key` is the scheme's key (`fold_in(init key, 1)`, as in the param stage); part `path`
-  gets it folded with `path`. `ctx.data` must be set.
+  gets it folded with `path`. `ctx.data` must be set. A data-stage part keeps the model:
+  a new `model_config` (or another param tree) is a ValueError naming the part.
   """
   structure = jax.tree.structure(params)
+  result = None
   for path, part in p.data:
-    params = part(_fold(key, path), params, ctx)
-    if jax.tree.structure(params) != structure:
+    out = part(_fold(key, path), params, ctx)
+    params, result = unwrap(out, result)
+    if jax.tree.structure(params) != structure or (result and result.model_config is not None):
       raise ValueError(
-        f'data-stage init scheme {_name(part)} returned params of another tree '
+        f'data-stage init scheme {_name(part)} returned params of another tree or model '
         f"({jax.tree.structure(params)}); a data-stage scheme keeps the model's"
       )
     params = jax.device_put(params, shardings)
-  return params
+  return finish(params, result)
 
 
 @registry.register_scheme(
@@ -150,15 +166,24 @@ def from_pretrained(include: str = '.*'):
 
   A matched param that the pretrained tree lacks, or holds with another shape, is a one-line
   ConfigError naming its path. Other params keep what earlier schemes of a chain gave them.
+  With `ctx.pretrained_state` (a run restores it with the params), the other variables
+  (BatchNorm statistics) of every module that holds a copied param are copied too, and the
+  scheme returns `SchemeResult(params, model_state=...)`. Several sources ({name: tree}) are
+  not for this scheme: use one that merges them.
   """
   pattern = re.compile(include)
 
   def scheme(key, params, ctx=None):
     del key
     ctx = ctx if ctx is not None else InitContext()
-    source = {
-      l.path: l.value for l in tree_lib.leaves(ctx.require('pretrained', 'from_pretrained'))
-    }
+    pretrained = ctx.require('pretrained', 'from_pretrained')
+    top = {l.path.split('/')[0] for l in tree_lib.leaves(params)}
+    if isinstance(pretrained, dict) and pretrained and not {str(k) for k in pretrained} & top:
+      raise ConfigError(
+        f'config.init.pretrained: from_pretrained copies one source, got several '
+        f'({", ".join(map(str, pretrained))}); use a scheme that merges them'
+      )
+    source = {l.path: l.value for l in tree_lib.leaves(pretrained)}
 
     def copy(leaf):
       if not pattern.fullmatch(leaf.path):
@@ -177,6 +202,27 @@ def from_pretrained(include: str = '.*'):
         )
       return source[leaf.path].astype(leaf.value.dtype)
 
-    return tree_lib.map_leaves(copy, params)
+    params = tree_lib.map_leaves(copy, params)
+    if ctx.pretrained_state is None:
+      return params
+    modules = {
+      l.path.rpartition('/')[0] for l in tree_lib.leaves(params) if pattern.fullmatch(l.path)
+    }
+    state = _subtree(ctx.pretrained_state, lambda path: path.rpartition('/')[0] in modules)
+    return SchemeResult(params, model_state=state) if state else params
 
   return scheme
+
+
+def _subtree(tree, keep, prefix=()) -> dict:
+  """The nested dict of `tree`'s leaves whose '/'-joined path `keep` accepts."""
+  out = {}
+  for key, value in tree.items():
+    path = prefix + (key,)
+    if isinstance(value, dict):
+      inner = _subtree(value, keep, path)
+      if inner:
+        out[key] = inner
+    elif keep('/'.join(map(str, path))):
+      out[key] = value
+  return out

@@ -12,7 +12,7 @@ from initlab.diagnostics import plots as diag_plots
 from initlab.report import aggregate
 from initlab.report import markdown
 from initlab.report import plots
-from initlab.report import provenance as provenance_lib
+from initlab import provenance as provenance_lib
 from initlab.report.runs import Study, load_study
 
 INIT_VARIANCE_PNG = 'init_variance.png'

@@ -31,6 +31,7 @@ from initlab.sweep import spec as spec_lib
 from initlab.sweep.manifest import FINAL, Claim, Manifest
 from initlab.sweep.spec import Trial
 from initlab.train import loop
+from initlab.train import workdir as workdir_lib
 
 
 def prepare(
@@ -88,7 +89,7 @@ def run_trial(
   """
   path = trial.workdir(workdir)
   try:
-    loop.run(trial.run_config(), path, devices=devices, callbacks=callbacks, report=False)
+    loop.run(trial.run_config(), path, devices=devices, callbacks=callbacks)
   except loop.NonFiniteError as e:
     logging.error('%s: %s', trial.id, e)
     loop.write_json(
@@ -134,7 +135,7 @@ def run_sequential(workdir, trials: Sequence[Trial], **run_kwargs) -> dict[str, 
   """
   manifest = Manifest(workdir)
   if jax.process_count() > 1:
-    loop._sync('initlab_sweep_prepared')  # pylint: disable=protected-access
+    workdir_lib._sync('initlab_sweep_prepared')  # pylint: disable=protected-access
     statuses = manifest.statuses()
     out = {}
     for t in trials:

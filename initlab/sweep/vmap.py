@@ -46,6 +46,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 import jax.numpy as jnp
 import numpy as np
 
+from initlab import provenance as provenance_lib
 from initlab import rundir
 from initlab import sharding as sharding_lib
 from initlab.errors import ConfigError
@@ -57,6 +58,7 @@ from initlab.train import metrics as metrics_lib
 from initlab.train import optim
 from initlab.train import state as state_lib
 from initlab.train import step as step_lib
+from initlab.train import workdir as workdir_lib
 
 TRIAL_NONFINITE = 'trial_nonfinite_step'
 SHARED_DATA_BYTES = 512 << 20  # Decoded train splits up to this size are shared by the trials.
@@ -155,7 +157,7 @@ def _fresh_states(program: _Program, runs: list[loop.Run]) -> dict[int, _Slice]:
   by_init: dict[str, list[loop.Run]] = {}
   for r in runs:
     simple = not (r.checkpointer.all_steps() or r.config.init_from or r.plan.data)
-    if simple and r._pretrained is None:  # pylint: disable=protected-access
+    if simple and r.sources is None:
       by_init.setdefault(
         json.dumps(r.config.init.to_dict(), sort_keys=True, default=str), []
       ).append(r)
@@ -197,22 +199,25 @@ class _Program:
     self.replicated = sharding_lib.replicated(r.mesh)
     steps, opt, task = config.train.steps, config.optimizer, r.meta.task
 
-    def one(state, batch, lr, metrics):
+    teacher = r.teacher  # Shared by the trials: a non-donated, unstacked argument.
+
+    def one(state, batch, lr, metrics, teacher_vars):
       tx = optim.make(opt, steps, r.parametrization, learning_rate=lr)
       fn = step_lib.train_step_fn(
         dataclasses.replace(setup, tx=tx),
         task=task,
         metrics=metrics,
         learning_rate=optim.schedule(opt, steps, lr) if metrics else None,
+        loss=r.loss,
       )
-      new, m = fn(state, batch)
+      new, m = fn(state, batch, None if teacher is None else (teacher, teacher_vars))
       frozen = state.nonfinite_step >= 0  # Diverged before this step: keep it as it was.
       new = jax.tree.map(lambda a, b: jnp.where(frozen, a, b), state, new)
       return new, m
 
     def stacked(metrics):
-      def fn(state, batch, lrs):
-        new, m = jax.vmap(lambda s, b, lr: one(s, b, lr, metrics))(state, batch, lrs)
+      def fn(state, batch, lrs, teacher_vars):
+        new, m = jax.vmap(lambda s, b, lr: one(s, b, lr, metrics, teacher_vars))(state, batch, lrs)
         if metrics:
           nf = m['nonfinite_step']
           m = {
@@ -224,11 +229,13 @@ class _Program:
 
       return jax.jit(
         fn,
-        in_shardings=(self.state_sh, self.batch_sh, self.replicated),
+        in_shardings=(self.state_sh, self.batch_sh, self.replicated, teacher_sh),
         out_shardings=(self.state_sh, self.replicated),
         donate_argnums=(0,),
       )
 
+    teacher_sh = None if teacher is None else teacher.shardings
+    self.teacher_vars = None if teacher is None else teacher.variables
     self.train_step, self.lean_step = stacked(True), stacked(False)
     self.eval_step = jax.jit(
       jax.vmap(step_lib.eval_step_fn(setup, task=task), in_axes=(0, None)),
@@ -263,15 +270,17 @@ def _train_stack(program: _Program, items, start: int, callbacks) -> dict[str, d
   view = _Stack(program, claims, runs)
   state = program.stacked([it[2] for it in items])
   lrs = jnp.asarray([r.config.optimizer.learning_rate for r in runs], jnp.float32)
-  view.train_step = lambda s, b: program.train_step(s, b, lrs)
-  view.lean_step = lambda s, b: program.lean_step(s, b, lrs)
+  view.train_step = lambda s, b: program.train_step(s, b, lrs, program.teacher_vars)
+  view.lean_step = lambda s, b: program.lean_step(s, b, lrs, program.teacher_vars)
   data_states = [i[3] for i in items]
   it = _StackedIterator(
     _shared_iterators(runs, data_states)
     or _Zip([r.train_iterator(d) for r, d in zip(runs, data_states)])
   )
   writer = _Writers(view, [metrics_lib.MetricWriter(r.workdir, purge_step=start + 1) for r in runs])
-  logged = [loop._logged_finals(r.workdir, start) if i[4] else {} for r, i in zip(runs, items)]  # pylint: disable=protected-access
+  logged = [
+    workdir_lib.logged_finals(r.workdir, start) if i[4] else {} for r, i in zip(runs, items)
+  ]
   for fn in callbacks if not any(i[4] for i in items) else ():
     fn(start, state, {})
   try:
@@ -282,7 +291,7 @@ def _train_stack(program: _Program, items, start: int, callbacks) -> dict[str, d
   finally:
     writer.close()
     it.close()
-  out, provenance = {}, loop._provenance()  # pylint: disable=protected-access
+  out, provenance = {}, provenance_lib.environment()
   for k, (c, r) in enumerate(zip(claims, runs)):
     if k in view.diverged:
       out[c.trial.id] = dict(status='diverged', error=view.diverged[k])

@@ -2,8 +2,13 @@
 
     setup = state.Setup.create(model_fn, tx, mesh=mesh, axis_rules=rules, scheme=scheme)
     train_state = setup.init(key, dropout_key)       # params + optimizer state, born sharded
-    train_state = setup.from_params(params, key, dropout_key)  # e.g. params from `init_from`
+    train_state = setup.from_params(params, model_state, masks, key, dropout_key)  # data stage
     abstract = setup.abstract                        # for checkpoint restore
+
+The optimizer state covers the trainable partition only (`setup.trainable`, from
+`config.optimizer.trainable`; `initlab.train.partition`). Masks (`setup.masked`, the params
+a scheme may mask, declared by its `masks` attribute) live in the state as bool arrays; every
+state this module builds has its masked entries at exactly 0.
 
 Params and the other model variables (e.g. BatchNorm statistics) are plain nested dicts
 (`pure_variables(module)`), the one form of the state in memory, in every step and on disk:
@@ -24,6 +29,8 @@ import optax
 
 from initlab import sharding as sharding_lib
 import initlab.init as ii
+from initlab.init.tree import path_str
+from initlab.train import partition
 
 
 @jax.tree_util.register_dataclass
@@ -40,6 +47,8 @@ class TrainState:
       rather than a constant, so every seed of a study runs the same compiled step.
     nonfinite_step: int32 (), -1, or the first step whose loss or gradients were NaN/Inf
       (tracked on the device, so detecting it needs no per-step host sync).
+    masks: nested dict of bool arrays over the masked params (`Setup.masked`; {} for none):
+      False entries of those params are 0 and stay 0.
   """
 
   step: jax.Array
@@ -48,6 +57,7 @@ class TrainState:
   model_state: Any
   rng: jax.Array
   nonfinite_step: jax.Array
+  masks: Any = dataclasses.field(default_factory=dict)
 
   def replace(self, **changes) -> TrainState:
     return dataclasses.replace(self, **changes)
@@ -75,11 +85,13 @@ class Setup:
     graphdef: the model's `nnx.GraphDef`.
     shardings: a `TrainState` of `NamedSharding`s (the state's layout on the mesh).
     abstract: a `TrainState` of `jax.ShapeDtypeStruct`s with those shardings.
-    init: `(key, dropout_key, pretrained=None) -> TrainState`, jitted with
-      `out_shardings=shardings` (`pretrained`: see `create`).
-    from_params: `(params, key, dropout_key) -> TrainState` with the given params, a fresh
-      optimizer state and fresh other variables; jitted likewise.
-    tx: the optimizer.
+    init: `(key, dropout_key, pretrained=None, pretrained_state=None) -> TrainState`,
+      jitted with `out_shardings=shardings` (`pretrained`: see `create`).
+    from_params: `(params, model_state, masks, key, dropout_key) -> TrainState` with these
+      params, model state and masks (masks applied), a fresh optimizer state; jitted likewise.
+    tx: the optimizer (of the trainable partition).
+    trainable: the paths of the trainable params, or None (every param).
+    masked: the paths of the params that carry masks (empty: none).
   """
 
   graphdef: Any
@@ -88,6 +100,8 @@ class Setup:
   init: Callable[..., TrainState]
   from_params: Callable[..., TrainState]
   tx: optax.GradientTransformation
+  trainable: frozenset | None = None
+  masked: frozenset = frozenset()
 
   @classmethod
   def create(
@@ -102,42 +116,75 @@ class Setup:
     ctx: ii.InitContext | None = None,
     source_fn: Callable | None = None,
     pretrained: Any = None,
+    pretrained_state: Any = None,
+    trainable: str = '',
+    masked: str = '',
   ) -> Setup:
     """Builds the init programs for `model_fn` under `scheme` (see `initlab.init.sharded_init`,
     which builds the abstract model once; `fsdp_axis`, `ctx` and `source_fn` as there).
 
-    `pretrained`: the abstract param tree (`ShapeDtypeStruct`s with shardings) that `init`'s
-    third argument will hold, or None; it reaches the scheme as `ctx.pretrained`.
+    `pretrained`, `pretrained_state`: the abstract param tree and model state
+    (`ShapeDtypeStruct`s with shardings; for several sources {name: tree}) that `init`'s
+    third and fourth arguments will hold, or None; they reach the scheme as
+    `ctx.pretrained` and `ctx.pretrained_state`. `trainable`: regex of the params the
+    optimizer updates ('' every param; `config.optimizer.trainable`). `masked`: regex of the
+    params that carry masks ('' none; the scheme's `masks` attribute).
     """
-    graphdef, _, var_shardings = ii.sharded_init(
-      model_fn, mesh=mesh, axis_rules=axis_rules, fsdp_axis=fsdp_axis
+    graphdef, abstract_vars, var_shardings = _abstract_and_shardings(
+      model_fn, mesh, axis_rules, fsdp_axis
     )
-    init_model = ii.init_fn(model_fn, scheme, ctx, source_fn)
-    bare_model = ii.init_fn(model_fn)
+    init_model = ii.init_fn(model_fn, scheme, ctx, source_fn, with_masks=True)
     param_sh, model_sh = pure_variables(var_shardings)
+    abstract_params = pure_variables(abstract_vars)[0]
+    trainable = partition.trainable_paths(abstract_params, trainable)
+    masked = partition.trainable_paths(abstract_params, masked, key='init (masks of the scheme)')
+    masked = masked or frozenset()
     replicated = sharding_lib.replicated(mesh)
 
-    def new_state(params, model_state, dropout_key):
+    def new_state(params, model_state, masks, dropout_key):
+      params = partition.apply_masks(params, masks)
       return TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,
-        opt_state=tx.init(params),
+        opt_state=tx.init(partition.select(params, trainable)),
         model_state=model_state,
         rng=jax.random.key_data(dropout_key),
         nonfinite_step=jnp.full((), -1, jnp.int32),
+        masks=masks,
       )
 
-    def init(key, dropout_key, pretrained=None):
-      return new_state(*pure_variables(init_model(key, pretrained)), dropout_key)
+    def full_masks(params, given):
+      ones = jax.tree.map(lambda x: jnp.ones(x.shape, bool), partition.select(params, masked))
+      if given is None:
+        return ones
+      given = partition.check_masks(given, params, 'init scheme')
+      extra = sorted(set(_paths(given)) - masked)
+      if extra:
+        raise ValueError(
+          f'the init scheme returned a mask for {extra[0]!r}, a param its `masks` attribute '
+          f'({sorted(masked)[:3] or "no param"}) does not declare'
+        )
+      return partition.insert(ones, given)
 
-    def from_params(params, key, dropout_key):
-      # The fresh model state (e.g. BatchNorm statistics) of the model without the scheme.
-      return new_state(params, pure_variables(bare_model(key))[1], dropout_key)
+    def init(key, dropout_key, pretrained=None, pretrained_state=None):
+      state, masks = init_model(key, pretrained, pretrained_state)
+      params, model_state = pure_variables(state)
+      return new_state(params, model_state, full_masks(params, masks), dropout_key)
+
+    def from_params(params, model_state, masks, key, dropout_key):
+      del key
+      return new_state(params, model_state, masks, dropout_key)
 
     # Traces the model and the scheme once, abstractly (bad options fail here, cheaply).
-    abstract = jax.eval_shape(init, jax.random.key(0), jax.random.key(0), pretrained)
+    abstract = jax.eval_shape(
+      init, jax.random.key(0), jax.random.key(0), pretrained, pretrained_state
+    )
     opt_sh = optax.tree_map_params(
-      tx, lambda _, s: s, abstract.opt_state, param_sh, transform_non_params=lambda _: replicated
+      tx,
+      lambda _, s: s,
+      abstract.opt_state,
+      partition.select(param_sh, trainable),
+      transform_non_params=lambda _: replicated,
     )
     shardings = TrainState(
       step=replicated,
@@ -146,15 +193,18 @@ class Setup:
       model_state=model_sh,
       rng=replicated,
       nonfinite_step=replicated,
+      masks=partition.select(param_sh, masked),
     )
     init = jax.jit(init, out_shardings=shardings)
     from_params = jax.jit(
-      from_params, in_shardings=(param_sh, replicated, replicated), out_shardings=shardings
+      from_params,
+      in_shardings=(param_sh, model_sh, shardings.masks, replicated, replicated),
+      out_shardings=shardings,
     )
     abstract = jax.tree.map(
       lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
     )
-    return cls(graphdef, shardings, abstract, init, from_params, tx)
+    return cls(graphdef, shardings, abstract, init, from_params, tx, trainable, masked)
 
   def merge(self, params, model_state) -> nnx.Module:
     """The `nnx.Module` holding these params and other variables (nested dicts; no copy)."""
@@ -163,6 +213,18 @@ class Setup:
   def model(self, state: TrainState) -> nnx.Module:
     """The `nnx.Module` holding `state`'s params and model state (no copy)."""
     return self.merge(state.params, state.model_state)
+
+
+def _paths(tree) -> list[str]:
+  return [path_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
+
+
+def _abstract_and_shardings(model_fn, mesh, axis_rules, fsdp_axis):
+  """(graphdef, abstract variables, their shardings) of `model_fn` on `mesh`."""
+  mesh = sharding_lib.as_auto_mesh(mesh)
+  graphdef, abstract_vars = ii.abstract_model(model_fn)
+  shardings = sharding_lib.state_shardings(abstract_vars, mesh, axis_rules, fsdp_axis=fsdp_axis)
+  return graphdef, abstract_vars, shardings
 
 
 def global_norm(tree) -> jax.Array:

@@ -1,5 +1,8 @@
 """initlab.init.stages: a chain split by stage gives what the chain gives; contract helpers."""
 
+import dataclasses
+import inspect
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -7,6 +10,7 @@ import numpy as np
 import pytest
 
 import initlab.init as ii
+from initlab import config as config_lib
 from initlab import models
 from initlab.config import ConfigError
 
@@ -136,3 +140,47 @@ def test_chain_hands_a_scheme_result_on_to_later_parts():
   )
   for a, b in zip(jax.tree.leaves(out.params), jax.tree.leaves(want), strict=True):
     np.testing.assert_array_equal(a, b)
+
+
+def test_split_chain_hands_a_scheme_result_on_like_the_chain():
+  """plan(chain(grow, he_normal, lsuv)).param: he_normal gets grow's params (not the
+  SchemeResult), and the param stage returns a SchemeResult with grow's model config (so the
+  run's architecture stage sees the change), equal to the chain's param parts called directly."""
+  grown = {'dense': {'kernel': jnp.zeros((4, 8)), 'bias': jnp.zeros((8,))}}
+
+  def grow(key, params, ctx=None):
+    del key, params
+    return ii.SchemeResult(grown, {'width': 8})
+
+  he = ii.get_scheme('he_normal')
+  plan = ii.stages.plan(ii.chain(grow, he, ii.get_scheme('lsuv')))
+  key = jax.random.key(5)
+  out = plan.param(key, {'dense': {'kernel': jnp.zeros((4, 4))}}, ii.InitContext())
+  assert isinstance(out, ii.SchemeResult) and out.model_config == {'width': 8}
+  want = he(jax.random.fold_in(key, 1), grown, ii.InitContext())
+  assert float(jnp.std(out.params['dense']['kernel'])) > 0
+  for a, b in zip(jax.tree.leaves(out.params), jax.tree.leaves(want), strict=True):
+    np.testing.assert_array_equal(a, b)
+  want = ii.chain(grow, he)(key, {}, ii.InitContext())
+  assert dataclasses.replace(out, params=None) == dataclasses.replace(want, params=None)
+  for a, b in zip(jax.tree.leaves(out.params), jax.tree.leaves(want.params), strict=True):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_data_seed_depends_on_seeds_data_only():
+  """The data stage's batch seed: a function of seeds.data alone (the same for every
+  seeds.init, so runs compared across init seeds see the same data-stage batches), never
+  seeds.data itself (training's order), and different for different seeds.data."""
+  assert list(inspect.signature(ii.stages.data_seed).parameters) == ['seed']
+  config = config_lib.default_config()
+  seeds = []
+  for data_seed in range(50):
+    got = set()
+    for init_seed in (0, 1, 7, 2**31 - 1):
+      config.seeds.update(dict(data=data_seed, init=init_seed))
+      got.add(ii.stages.data_seed(config.seeds.data))
+    assert len(got) == 1, (data_seed, got)
+    seeds.append(got.pop())
+    assert seeds[-1] != data_seed
+  assert len(set(seeds)) == len(seeds)
+  assert ii.stages.data_seed(3) == ii.stages.data_seed(3)  # deterministic across calls

@@ -141,7 +141,7 @@ def test_vmap_diverging_trial_is_marked_and_the_others_finish(tiny_config, tmp_p
   # A single run resumes a vmap trial from its checkpoint, in a run's format.
   longer = trials[0].run_config()
   longer.train.steps = 12
-  resumed = train.run(longer, tmp_path / rundir.RUNS / trials[0].id, report=False)
+  resumed = train.run(longer, tmp_path / rundir.RUNS / trials[0].id)
   assert resumed.summary['resumed_from'] == 8 and int(resumed.state.step) == 12
 
 

@@ -134,7 +134,7 @@ def child(workdir, data_dir, steps, every):
 
   c = config(data_dir, steps=steps, checkpoint_every=every)
   with registered():
-    train.run(c, workdir, report=False, callbacks=[lambda *_: time.sleep(1.0)])
+    train.run(c, workdir, callbacks=[lambda *_: time.sleep(1.0)])
 
 
 if __name__ == '__main__':

@@ -103,9 +103,9 @@ def test_data_stage_run_resumes_after_kill_bit_identically(data_dir, tmp_path):
   assert every <= killed_at < steps, killed_at
 
   config = lib.config(data_dir, steps=steps, checkpoint_every=every)
-  summary = train.run(config, workdir, report=False).summary  # Resumes; no data stage.
+  summary = train.run(config, workdir).summary  # Resumes; no data stage.
   assert every <= summary['resumed_from'] <= killed_at
-  train.run(config, tmp_path / 'reference', report=False)
+  train.run(config, tmp_path / 'reference')
   resumed, reference = _losses(workdir), _losses(tmp_path / 'reference')
   assert sorted(resumed) == list(range(1, steps + 1))
   assert resumed == reference
@@ -118,10 +118,10 @@ def test_data_stage_run_resumes_after_kill_bit_identically(data_dir, tmp_path):
 @pytest.mark.slow
 def test_data_stage_one_and_eight_devices_give_the_same_loss_curve(data_dir, tmp_path, devices):
   config = lib.config(data_dir, steps=6, checkpoint_every=0, batch_size=32)
-  train.run(config, tmp_path / 'one', devices=devices[:1], report=False)
+  train.run(config, tmp_path / 'one', devices=devices[:1])
   reference = _losses(tmp_path / 'one')
   config.sharding, config.mesh = 'fsdp', (('data', -1), ('model', 1))
-  train.run(config, tmp_path / 'eight', devices=devices, report=False)
+  train.run(config, tmp_path / 'eight', devices=devices)
   losses = _losses(tmp_path / 'eight')
   assert losses.keys() == reference.keys() == set(range(1, 7))
   np.testing.assert_allclose(
@@ -133,6 +133,9 @@ def test_resized_model_trains_records_its_config_and_restores(data_dir, tmp_path
   config = lib.config(data_dir, scheme='test_widen', steps=4, checkpoint_every=2)
   result = train.run(config, tmp_path)
   assert np.isfinite(result.summary['final']['train/loss'])
+  from initlab.report import build_report  # The entry point builds it after train.run.
+
+  build_report(tmp_path)
   assert '"built_model": {' in (tmp_path / 'report.md').read_text()
   recorded = json.loads((tmp_path / 'config.json').read_text())
   assert recorded['model']['width'] == 32 and recorded['model']['depth'] == 2  # As asked.
@@ -141,7 +144,7 @@ def test_resized_model_trains_records_its_config_and_restores(data_dir, tmp_path
   assert sorted(params['hidden']) == [0, 1, 2]
   assert params['hidden'][2]['kernel'].shape == (64, 64)
   _assert_trees_equal(params, result.state.params)
-  assert train.run(config, tmp_path, report=False).summary['steps'] == 4  # Finished: kept.
+  assert train.run(config, tmp_path).summary['steps'] == 4  # Finished: kept.
 
 
 def test_finished_study_run_is_recognized_despite_its_recorded_built_model(data_dir, tmp_path):
@@ -176,7 +179,7 @@ def test_scheme_result_builds_the_new_model_from_the_schemes_params(data_dir, tm
   )
   config.init.name = 'test_deepen'
   del config.init['test_widen']
-  train.run(config, tmp_path / 'deep', report=False)
+  train.run(config, tmp_path / 'deep')
   assert json.loads((tmp_path / 'deep' / 'config.json').read_text())['built_model']['depth'] == 3
   restored = train.Run(config, tmp_path / 'deep').restore().params
   assert restored['hidden'][2]['kernel'].shape == (32, 32)
@@ -186,7 +189,7 @@ def test_scheme_result_builds_the_new_model_from_the_schemes_params(data_dir, tm
 def test_pretrained_run_on_eight_devices_restores_on_one_and_four(data_dir, tmp_path, devices):
   source = lib.config(data_dir, scheme='he_normal', steps=3, checkpoint_every=3)
   source.sharding, source.mesh = 'tensor_parallel', (('data', 4), ('model', 2))
-  train.run(source, tmp_path / 'source', devices=devices, report=False)
+  train.run(source, tmp_path / 'source', devices=devices)
   want = train.Run(source, tmp_path / 'source', devices=devices).restore().params
   config = lib.config(data_dir, scheme='from_pretrained')
   for n, path in ((1, tmp_path / 'source'), (4, tmp_path / 'source' / 'checkpoints')):
@@ -201,7 +204,7 @@ def test_pretrained_run_on_eight_devices_restores_on_one_and_four(data_dir, tmp_
 
 def test_from_pretrained_include_copies_only_matching_params(data_dir, tmp_path):
   source = lib.config(data_dir, scheme='he_normal', steps=2, checkpoint_every=2)
-  train.run(source, tmp_path / 'source', report=False)
+  train.run(source, tmp_path / 'source')
   want = jax.device_get(train.Run(source, tmp_path / 'source').restore().params)
   config = lib.config(data_dir, scheme='from_pretrained')
   config.init.pretrained = str(tmp_path / 'source')
@@ -215,7 +218,7 @@ def test_from_pretrained_include_copies_only_matching_params(data_dir, tmp_path)
 
 def _assert_one_line_error_and_nothing_written(config, workdir, *needles):
   with pytest.raises(config_lib.ConfigError) as e:
-    train.run(config, workdir, report=False)
+    train.run(config, workdir)
   message = str(e.value)
   assert '\n' not in message, message
   for needle in needles:
@@ -249,7 +252,7 @@ def test_bad_inputs_are_one_line_errors_and_write_nothing(data_dir, tmp_path):
 
 def test_pretrained_tree_mismatch_names_the_param(data_dir, tmp_path):
   source = lib.config(data_dir, scheme='he_normal', steps=2, checkpoint_every=2)
-  train.run(source, tmp_path / 'source', report=False)
+  train.run(source, tmp_path / 'source')
   config = lib.config(data_dir, scheme='from_pretrained')
   config.init.pretrained = str(tmp_path / 'source')
   config.model.width = 16

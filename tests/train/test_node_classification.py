@@ -63,7 +63,7 @@ def test_loss_is_the_masked_mean_and_eval_reports_val_and_test(tmp_path, devices
     state, _, _ = run.initial_state()
     logits = np.asarray(run.setup.model(state)(data.graph(config.data)), np.float64)
   graph = data.graph(config.data)
-  result = train.run(config, tmp_path, devices=devices[:1], report=False)
+  result = train.run(config, tmp_path, devices=devices[:1])
   m = graph['train_mask']
   logp = logits - np.log(np.exp(logits).sum(1, keepdims=True))
   want = -logp[m, graph['labels'][m]].mean()
@@ -92,16 +92,16 @@ def test_gcn_reaches_75_percent_on_cora(tmp_path, devices):
   config.train.update(
     dict(steps=100, eval_every=0, log_every=50, checkpoint_every=0, progress_bar=False)
   )
-  summary = train.run(config, tmp_path, devices=devices[:1], report=False).summary
+  summary = train.run(config, tmp_path, devices=devices[:1]).summary
   assert summary['final']['eval/test_accuracy'] >= 0.75, summary['final']
 
 
 def test_eight_devices_match_one(tmp_path, devices):
   """The graph is replicated: 8 devices (params FSDP-sharded) give 1 device's losses."""
   config = _csbm_config(steps=4)
-  one = train.run(config, tmp_path / 'one', devices=devices[:1], report=False)
+  one = train.run(config, tmp_path / 'one', devices=devices[:1])
   config.sharding = 'fsdp'
-  eight = train.run(config, tmp_path / 'eight', devices=devices, report=False)
+  eight = train.run(config, tmp_path / 'eight', devices=devices)
   assert len(eight.run.mesh.devices.flat) == 8
   a = [r['loss'] for r in _records(tmp_path / 'one') if r['split'] == 'train']
   b = [r['loss'] for r in _records(tmp_path / 'eight') if r['split'] == 'train']
@@ -128,9 +128,9 @@ def test_interrupted_run_resumes_exactly(tmp_path, devices):
       raise _Stop
 
   with pytest.raises(_Stop):
-    train.run(config, tmp_path / 'cut', devices=devices[:1], callbacks=[stop], report=False)
-  resumed = train.run(config, tmp_path / 'cut', devices=devices[:1], report=False)
-  whole = train.run(config, tmp_path / 'whole', devices=devices[:1], report=False)
+    train.run(config, tmp_path / 'cut', devices=devices[:1], callbacks=[stop])
+  resumed = train.run(config, tmp_path / 'cut', devices=devices[:1])
+  whole = train.run(config, tmp_path / 'whole', devices=devices[:1])
   assert resumed.summary['resumed_from'] == 3
   losses = lambda w: {r['step']: r['loss'] for r in _records(w) if r['split'] == 'train'}
   assert losses(tmp_path / 'cut') == losses(tmp_path / 'whole')
@@ -162,7 +162,7 @@ def test_init_diagnostics_are_the_gnn_layer_variances(tmp_path, devices):
 
   config = _csbm_config(steps=1)
   config.diagnostics_at_init = True
-  train.run(config, tmp_path / 'run', devices=devices[:1], report=False)
+  train.run(config, tmp_path / 'run', devices=devices[:1])
   saved = json.loads((tmp_path / 'run' / 'init_diagnostics.json').read_text())
   assert saved['names'] == ['layers/0', 'layers/1']
   graph = data.graph(config.data)

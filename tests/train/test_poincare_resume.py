@@ -61,9 +61,9 @@ def test_small_poincare_resnet_above_90_percent_and_resumes_after_kill(data_dir,
   killed_at = max(_losses(workdir))
   assert every <= killed_at < steps, killed_at
 
-  resumed = train.run(config, workdir, report=False).summary  # The rerun: auto-resumes.
+  resumed = train.run(config, workdir).summary  # The rerun: auto-resumes.
   assert every <= resumed['resumed_from'] <= killed_at
-  reference = train.run(config, tmp_path / 'reference', report=False).summary
+  reference = train.run(config, tmp_path / 'reference').summary
   assert reference['resumed_from'] is None
   assert reference['final']['eval/accuracy'] > 0.9, reference['final']
   assert resumed['final'] == reference['final']

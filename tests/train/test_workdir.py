@@ -96,7 +96,7 @@ def test_study_validates_every_scheme_before_writing(tiny_study, tmp_path):
 def test_changed_run_config_is_refused_and_finished_run_kept(tiny_config, tmp_path):
   config = tiny_config(steps=8)
   first = train.run(config, tmp_path).summary
-  assert (tmp_path / rundir.REPORT).is_file()  # A single run ends with a report too.
+  assert not (tmp_path / rundir.REPORT).exists()  # train/ writes results; main the report.
   files = {n: (tmp_path / n).read_bytes() for n in (rundir.CONFIG, rundir.SUMMARY)}
   changed = tiny_config(steps=8)
   changed.model.width = 64
@@ -184,17 +184,17 @@ def test_tensorboard_is_on_disk_at_each_checkpoint(tiny_config, tmp_path, monkey
     return save(self, step, *args, **kwargs)
 
   monkeypatch.setattr(ckpt_lib.Checkpointer, 'save', spy)
-  train.run(tiny_config(steps=8, log_every=1, checkpoint_every=4), tmp_path, report=False)
+  train.run(tiny_config(steps=8, log_every=1, checkpoint_every=4), tmp_path)
   assert seen == {4: {1, 2, 3, 4}, 8: set(range(1, 9))}
 
 
 def test_relative_paths_are_resolved_once(tiny_config, tmp_path, monkeypatch):
   source = tiny_config(steps=2)
-  train.run(source, tmp_path / 'source', report=False)
+  train.run(source, tmp_path / 'source')
   monkeypatch.chdir(tmp_path)
   config = tiny_config(steps=2)
   config.init_from = 'source/checkpoints'
-  result = train.run(config, 'rel', report=False)  # Orbax refuses relative paths.
+  result = train.run(config, 'rel')  # Orbax refuses relative paths.
   assert result.run.workdir == tmp_path / 'rel'
   saved = json.loads((tmp_path / 'rel' / rundir.CONFIG).read_text())
   assert saved['init_from'] == str(tmp_path / 'source' / 'checkpoints')
