@@ -112,6 +112,10 @@ class InitContext:
       (`config.init.pretrained = {name: path}`) a dict {name: param tree}.
     pretrained_state: the model state (e.g. BatchNorm statistics) of `pretrained`, in the
       same form (a nested dict, or {name: nested dict}).
+    sources: in a run's data stage, its pretrained sources to restore one at a time
+      (`sources.names`, `sources.load(name) -> (params, model_state)`, outside jit); a part
+      marked `with_stage(fn, 'data', streams_pretrained=True)` makes the run restore nothing
+      up front (`pretrained` stays None), so the scheme holds one source at a time.
     extras: anything else a scheme documents that it reads.
     dataset: facts about the run's dataset: 'task', 'num_classes', 'vocab_size',
       'input_shape', 'num_train_examples' (and, for graph data, graph statistics).
@@ -124,6 +128,7 @@ class InitContext:
   apply_fn: Callable | None = None
   pretrained: Any = None
   pretrained_state: Any = None
+  sources: Any = None
   extras: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   dataset: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   data: DataContext | None = None

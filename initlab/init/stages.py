@@ -68,6 +68,10 @@ class Plan:
       the fields the parts set (e.g. the new model config, for the architecture stage).
     data: ((index path, scheme), ...) of the data-stage parts, in order.
     num_batches: training batches the data stage draws (max of the parts' `num_batches`).
+    parts: ((index path, scheme), ...) of every part, in order.
+    probes: ((index path, scheme), ...) of the parts with a `probe` (architecture from data).
+    masks: regex of the params the parts declare masks for (their `masks`; '' for none).
+    streams: a part restores the pretrained sources itself (`streams_pretrained`).
   """
 
   scheme: Callable
@@ -75,6 +79,10 @@ class Plan:
   param: Callable | None
   data: tuple
   num_batches: int
+  parts: tuple = ()
+  probes: tuple = ()
+  masks: str = ''
+  streams: bool = False
 
 
 def plan(scheme: Callable | None) -> Plan:
@@ -104,7 +112,17 @@ def plan(scheme: Callable | None) -> Plan:
 
     param = param if param_parts else None
   num_batches = max([int(getattr(p, 'num_batches', 1)) for _, p in data], default=0)
-  return Plan(scheme, resizes, param, data, num_batches)
+  return Plan(
+    scheme,
+    resizes,
+    param,
+    data,
+    num_batches,
+    parts=tuple(parts),
+    probes=tuple((path, p) for path, p in parts if getattr(p, 'probe', None) is not None),
+    masks='|'.join(f'(?:{p.masks})' for _, p in parts if getattr(p, 'masks', None)),
+    streams=any(getattr(p, 'streams_pretrained', False) for _, p in parts),
+  )
 
 
 def resize(p: Plan, model_config, ctx: InitContext):

@@ -101,7 +101,10 @@ class Run:
     scheme = ii.get_scheme(name, **config_lib.scheme_options(config, name))
     try:
       pipeline.build_model(self, model_cfg, scheme)
-    except config_lib.ConfigError:
+    except config_lib.ConfigError as e:
+      if self.copy_pretrained and str(e).startswith('config.init.pretrained'):
+        key = 'config.init_from' if config.init_from else 'train.run(start_from=)'
+        raise config_lib.ConfigError(key + str(e)[len('config.init.pretrained') :]) from None
       raise
     except (ValueError, TypeError, KeyError) as e:
       raise config_lib.ConfigError(
@@ -129,12 +132,7 @@ class Run:
     self._wall_start, self._wall_before = time.time(), 0.0
 
   def check_fits(self, model_cfg) -> None:
-    """The model's task and data-fixed options (its registry entry's `data_options`) agree
-    with the dataset's."""
-    try:
-      models.check_fits(model_cfg, self.meta)
-    except ValueError as e:
-      raise config_lib.ConfigError(str(e)) from None
+    check_model_fits_data(model_cfg, self.meta)
 
   def open_sources(self, model_cfg, rules) -> sources_lib.Sources | None:
     """The pretrained sources: `config.init.pretrained`, or `init_from` / `start_from` (one
@@ -258,6 +256,15 @@ class Run:
     key = jax.random.fold_in(jax.random.key(self.config.seeds.init), 2)
     model = self.setup.model(state)
     return diagnostics.measure(model, x, key=key).to_dict()
+
+
+def check_model_fits_data(model_cfg, meta: data_lib.Metadata) -> None:
+  """The model's task and data-fixed options (its registry entry's `data_options`) agree
+  with the dataset's; else a one-line ConfigError."""
+  try:
+    models.check_fits(model_cfg, meta)
+  except ValueError as e:
+    raise config_lib.ConfigError(str(e)) from None
 
 
 def to_checkpoint(state: state_lib.TrainState) -> dict[str, Any]:

@@ -18,7 +18,10 @@
    `config.init_from` (and `train.run(start_from=)`) is the source of a final
    `from_pretrained` part that copies every param and the model state, after the scheme and
    its μP factors: the run starts from those params, and the data stage still runs on them.
-3. Data: the data-stage parts on batches drawn with their own seed (`stages.data_seed`).
+3. Data: the data-stage parts on batches drawn with their own seed (`stages.data_seed`), with
+   `ctx.sources` to restore pretrained sources one at a time; a part marked
+   `streams_pretrained=True` makes the run restore none up front (peak memory: the model, what
+   the scheme keeps and one source, instead of every source at once).
 """
 
 from __future__ import annotations
@@ -53,12 +56,6 @@ def _fold(key, path):
   return key
 
 
-def mask_pattern(scheme) -> str:
-  """The regex of the params the scheme's parts declare masks for ('' for none)."""
-  patterns = [p.masks for _, p in ii.stages._parts(scheme) if getattr(p, 'masks', None)]  # pylint: disable=protected-access
-  return '|'.join(f'(?:{p})' for p in patterns)
-
-
 def build_model(run, model_cfg, scheme) -> None:
   """The architecture stage and the traced param stage; sets on `run`: plan, init_ctx,
   sources, probed, parametrization, tx, setup, model_config."""
@@ -67,17 +64,19 @@ def build_model(run, model_cfg, scheme) -> None:
   rules = sharding_lib.axis_rules(run.config.sharding)
   model_cfg = ii.stages.resize(run.plan, model_cfg, run.init_ctx)
   run.sources = run.open_sources(model_cfg, rules)
-  abstract = (None, None) if run.sources is None else run.sources.abstract()
-  probes = [(path, p) for path, p in ii.stages._parts(scheme) if getattr(p, 'probe', None)]  # pylint: disable=protected-access
+  run.streams = run.plan.streams
+  if run.streams and run.copy_pretrained:
+    raise ValueError('init_from / start_from copy their source up front; no part may stream it')
+  abstract = run.sources.abstract() if up_front(run) else (None, None)
   run.probed = False
-  if probes:
+  if run.plan.probes:
     recorded = recorded_built_model(run)
     if recorded is not None:
       logging.info('%s: reusing the recorded probed model', run.workdir)
       model_cfg = recorded
     else:
-      for path, part in probes:
-        model_cfg = probe(run, scheme, path, part, model_cfg, rules)
+      for path, part in run.plan.probes:
+        model_cfg = probe(run, path, part, model_cfg, rules)
       run.probed = True
   source = None
   while True:
@@ -99,14 +98,20 @@ def build_model(run, model_cfg, scheme) -> None:
         pretrained=abstract[0],
         pretrained_state=abstract[1],
         trainable=run.config.optimizer.get('trainable', ''),
-        masked=mask_pattern(scheme),
+        masked=run.plan.masks,
       )
       break
     except ii.ArchitectureChange as e:  # The scheme returned SchemeResult: build that model.
       source, model_cfg = model_cfg, e.model_config
-  if source is not None or run.plan.resizes or probes:
+  if source is not None or run.plan.resizes or run.plan.probes:
     run.check_fits(model_cfg)
   run.model_config = model_cfg
+
+
+def up_front(run) -> bool:
+  """Whether the run restores its pretrained sources before the param stage (all at once):
+  it has sources and no scheme part streams them (`streams_pretrained`)."""
+  return run.sources is not None and not run.streams
 
 
 def recorded_built_model(run) -> ml_collections.ConfigDict | None:
@@ -122,10 +127,9 @@ def recorded_built_model(run) -> ml_collections.ConfigDict | None:
   return None if built is None else ml_collections.ConfigDict(built)
 
 
-def probe(run, scheme, path, part, model_cfg, rules) -> ml_collections.ConfigDict:
+def probe(run, path, part, model_cfg, rules) -> ml_collections.ConfigDict:
   """`part.probe(key, params, ctx)` on the dense model of `model_cfg` (module docstring)."""
-  parts = list(ii.stages._parts(scheme))  # pylint: disable=protected-access
-  earlier = [(q, p) for q, p in parts if q < path and ii.stage_of(p) == 'param']
+  earlier = [(q, p) for q, p in run.plan.parts if q < path and ii.stage_of(p) == 'param']
 
   def init_scheme(key, params, ctx=None):
     for q, p in earlier:
@@ -142,7 +146,7 @@ def probe(run, scheme, path, part, model_cfg, rules) -> ml_collections.ConfigDic
   )
   key = jax.random.key(run.config.seeds.init)
   with jax.set_mesh(run.mesh):
-    pretrained = run.sources.restore()[0] if run.sources is not None else None
+    pretrained = run.sources.restore()[0] if up_front(run) else None
     params, model_state = state_lib.pure_variables(init(key, pretrained))
     batches = draw_batches(run, int(getattr(part, 'num_batches', 1)))
     data = data_context(run, graphdef, model_state, batches)
@@ -180,9 +184,7 @@ def draw_batches(run, n: int) -> tuple:
 def initial_state(run) -> state_lib.TrainState:
   """The state at step 0: the param stage (pretrained sources restored), then the data stage."""
   keys = jax.random.key(run.config.seeds.init), jax.random.key(run.config.seeds.dropout)
-  pretrained = (None, None)
-  if run.sources is not None:
-    pretrained = run.sources.restore()
+  pretrained = run.sources.restore() if up_front(run) else (None, None)
   state = run.setup.init(*keys, *pretrained)
   if run.plan.data:
     state = data_stage(run, state, keys, pretrained)
@@ -200,6 +202,7 @@ def data_stage(run, state, keys, pretrained) -> state_lib.TrainState:
     pretrained_state=pretrained[1],
     hints=model.init_hints() if hasattr(model, 'init_hints') else {},
     data=data_context(run, run.setup.graphdef, state.model_state, batches),
+    sources=run.sources,
   )
   out = ii.stages.run_data_stage(
     run.plan, jax.random.fold_in(keys[0], 1), state.params, ctx, run.setup.shardings.params

@@ -228,12 +228,12 @@ def test_check_fits(name, overrides, meta, match):
 def test_registered_model_default_fit_and_the_training_loop_asks_the_registry(toy):
   del toy
   from initlab import config as config_lib  # pylint: disable=g-import-not-at-top
-  from initlab.train import loop  # pylint: disable=g-import-not-at-top
+  from initlab.train import build  # pylint: disable=g-import-not-at-top
 
   meta = _meta(input_shape=(2, 3), num_classes=4)
-  loop._check_model_fits_data(_toy_config(), meta)  # pylint: disable=protected-access
+  build.check_model_fits_data(_toy_config(), meta)
   with pytest.raises(config_lib.ConfigError, match=r'config.model.num_classes=4 does not fit'):
-    loop._check_model_fits_data(_toy_config(), _meta(input_shape=(2, 3)))  # pylint: disable=protected-access
+    build.check_model_fits_data(_toy_config(), _meta(input_shape=(2, 3)))
   resnet = im.default_config('resnet20')
   resnet.input_shape = (32, 32, 1)  # The resnet's rule (channels only) comes from its entry.
-  loop._check_model_fits_data(resnet, _meta())  # pylint: disable=protected-access
+  build.check_model_fits_data(resnet, _meta())

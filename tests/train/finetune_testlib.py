@@ -56,6 +56,25 @@ def average():
   return scheme
 
 
+def stream_average():
+  """Data stage: the uniform mean of every pretrained source and its model state, restoring
+  one source at a time through `ctx.sources` (the run restores none up front)."""
+
+  def scheme(key, params, ctx=None):
+    del key, params
+    sources = ctx.require('sources', 'test_stream_average')
+    assert ctx.pretrained is None  # Nothing was restored up front.
+    total = None
+    for name in sources.names:
+      one = sources.load(name)
+      total = one if total is None else jax.tree.map(jnp.add, total, one)
+      del one
+    mean = jax.tree.map(lambda x: x / len(sources.names), total)
+    return ii.SchemeResult(mean[0], model_state=mean[1])
+
+  return ii.with_stage(scheme, 'data', streams_pretrained=True)
+
+
 def narrow_by_gradient(keep: float = 0.5):
   """Architecture stage (probe): each residual block of a ResNet keeps the `keep` fraction of
   its inner channels with the largest |θ · ∂L/∂θ| of conv1 (summed per output channel, on
@@ -84,6 +103,7 @@ def narrow_by_gradient(keep: float = 0.5):
 SCHEMES = {
   'test_half_masks': half_masks,
   'test_average': average,
+  'test_stream_average': stream_average,
   'test_narrow': narrow_by_gradient,
 }
 

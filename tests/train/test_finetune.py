@@ -19,6 +19,7 @@ from initlab import config as config_lib
 from initlab import train
 import initlab.init as ii
 from initlab.train import loop
+from initlab.train import sources as sources_lib
 
 import finetune_testlib as lib  # pylint: disable=g-bad-import-order
 from train_testlib import REPO  # pylint: disable=g-bad-import-order
@@ -159,6 +160,19 @@ def test_several_pretrained_sources_reach_the_scheme_with_batch_statistics(data_
     assert set(got) == set(a) and len(got) > 0
     for path in got:
       np.testing.assert_allclose(got[path], (a[path] + b[path]) / 2, rtol=1e-6, err_msg=path)
+  # The same merge streamed in the data stage: one source at a time, none restored up front.
+  config.init.name = 'test_stream_average'
+  restore_all = sources_lib.Sources.restore
+  sources_lib.Sources.restore = lambda self: pytest.fail('restored every source at once')
+  try:
+    _, streamed = _initial(config, tmp_path / 'streamed')
+  finally:
+    sources_lib.Sources.restore = restore_all
+  for part in ('params', 'model_state'):
+    want, got = _flat(getattr(state, part)), _flat(getattr(streamed, part))
+    for path in want:
+      np.testing.assert_allclose(got[path], want[path], rtol=1e-6, err_msg=path)
+  config.init.name = 'test_average'
   mean_key = next(p for p in _flat(state.model_state) if p.endswith('mean'))
   assert np.abs(_flat(state.model_state)[mean_key]).max() > 0  # Not the fresh zeros.
   # A source with another shape is named.
