@@ -12,9 +12,9 @@ the mesh it was saved on. With several sources (`{name: path}`) every source mus
 same tree as the first (paths and shapes); the error names the source that differs.
 
 Peak memory: `restore()` holds every source at once on the devices (the param stage reads
-them inside one jitted program). `load(name)` restores one source at a time, outside jit: the
-building block for merges that stream their sources (the model, the running result and one
-source); the run does not stream yet.
+them inside one jitted program). A data-stage part marked `streams_pretrained=True` makes the
+run restore nothing up front; it gets this object as `ctx.sources` and calls `load(name)` per
+source, outside jit (peak: the model, what the scheme keeps and one source).
 """
 
 from __future__ import annotations
