@@ -3,7 +3,6 @@
 python tests/train/finetune_testlib.py WORKDIR DATA_DIR DEVICES MARKER   # the child
 """
 
-import contextlib
 import os
 import pathlib
 import sys
@@ -17,7 +16,7 @@ import numpy as np
 import initlab.init as ii
 import train_testlib  # noqa: F401  (puts configs/ on sys.path)
 
-import quickstart  # pylint: disable=g-bad-import-order
+import pipeline_testlib  # pylint: disable=g-bad-import-order
 import resnet_digits  # pylint: disable=g-bad-import-order
 
 MARKER_ENV = 'INITLAB_TEST_PROBE_MARKER'
@@ -108,61 +107,23 @@ SCHEMES = {
 }
 
 
-@contextlib.contextmanager
 def registered():
-  for name, factory in SCHEMES.items():
-    ii.register_scheme(name)(factory)
-  try:
-    yield
-  finally:
-    for name in SCHEMES:
-      ii.registry._SCHEMES.pop(name, None)  # pylint: disable=protected-access
-      ii.registry._DESCRIPTIONS.pop(name, None)  # pylint: disable=protected-access
+  """The schemes above are registered inside the block only."""
+  return pipeline_testlib.registered(SCHEMES)
 
 
 def mlp_config(data_dir, **train):
-  c = quickstart.get_config('smoke')
-  c.init.compare = ()
-  c.seeds.num = 1
-  c.data.data_dir = data_dir
-  c.diagnostics_at_init = False
-  c.model.depth = 2
-  c.model.width = 32
-  c.train.update(
-    dict(
-      steps=12,
-      batch_size=16,
-      log_every=1,
-      eval_every=0,
-      checkpoint_every=4,
-      keep_checkpoints=5,
-      progress_bar=False,
-    )
-  )
-  c.train.update(train)
-  return c
+  """pipeline_testlib's tiny digits MLP run (12 steps) under he_normal."""
+  return pipeline_testlib.config(data_dir, scheme='he_normal', **train)
 
 
 def resnet_config(data_dir, **train):
-  """A ResNet-8 (one block per stage, width 0.25: 4/8/16 channels) on digits."""
+  """A ResNet-8 (one block per stage, width 0.25: 4/8/16 channels) on digits, with the MLP's
+  schedule of logs and checkpoints (8 steps)."""
   c = resnet_digits.get_config('smoke')
-  c.init.compare = ()
-  c.init.name = 'he_normal'
-  c.seeds.num = 1
-  c.data.data_dir = data_dir
+  mlp = mlp_config(data_dir, **{'steps': 8, **train})
+  c.init, c.seeds, c.data, c.train = mlp.init, mlp.seeds, mlp.data, mlp.train
   c.diagnostics_at_init = False
-  c.train.update(
-    dict(
-      steps=8,
-      batch_size=16,
-      log_every=1,
-      eval_every=0,
-      checkpoint_every=4,
-      keep_checkpoints=5,
-      progress_bar=False,
-    )
-  )
-  c.train.update(train)
   return c
 
 

@@ -91,14 +91,16 @@ SCHEMES = {
 
 
 @contextlib.contextmanager
-def registered():
-  """The test schemes are registered inside the block only (`--list` stays the package's)."""
-  for name, factory in SCHEMES.items():
+def registered(schemes=None):
+  """The test schemes ({name: factory}, default SCHEMES) are registered inside the block only
+  (`--list` stays the package's)."""
+  schemes = SCHEMES if schemes is None else schemes
+  for name, factory in schemes.items():
     ii.register_scheme(name)(factory)
   try:
     yield
   finally:
-    for name in SCHEMES:
+    for name in schemes:
       ii.registry._SCHEMES.pop(name, None)  # pylint: disable=protected-access
       ii.registry._DESCRIPTIONS.pop(name, None)  # pylint: disable=protected-access
 
