@@ -17,6 +17,20 @@ fewer units per layer): the blocks are separate modules (an nnx.List, not scanne
 default `mlp_dims=()` gives every block round(mlp_ratio * dim): the same params as before the
 option existed. `dim` is the residual stream width, shared by every block (and
 the embeddings, norms and head), so it stays one value.
+
+Learngene variants (option `learngene`, default '' = the ordinary model above; the same
+options and params as `transformer_lm`'s, see its module docstring): instead of `blocks`
+the model stores 'tleg' genes `gene_a/<block path>`, `gene_b/<block path>` (one
+TransformerBlock's params each, no layer axis; layer l uses θ_A + c_l·θ_B, arXiv
+2312.05614) or 'sws' `gene_stages/<block path>` with a leading stage axis tagged 'layers'
+(layer l uses its stage's params, arXiv 2404.16897; depth == sum(learngene_stages)). The
+forward pass runs, for each layer l, the ordinary block computation with layer l's params
+of the expansion, so an ordinary ViT whose `blocks/l` hold them (same patch embedding, class
+token, positions, final norm and head) gives the same logits. `mlp_dims` must then be () or
+one width repeated (the genes have one block shape). `stages()`: 'embed', 'layers/i' (plain
+functions running layer i of the expansion, computed when `stages` is called; not modules
+of the model, so LSUV normalizes only the patch embedding and head), 'head'; `init_hints()`
+as `layers.learngene_hints`.
 """
 
 from __future__ import annotations
@@ -48,6 +62,9 @@ def default_config() -> ml_collections.ConfigDict:
       activation='gelu',  # One of layers.ACTIVATIONS.
       dtype='float32',
       param_dtype='float32',
+      learngene='',  # One of layers.LEARNGENES: '' (ordinary), 'tleg' or 'sws'.
+      learngene_coeff='code',  # TLEG coefficients c_l: 'code' l/L or 'endpoint' l/(L-1).
+      learngene_stages=layers.DEFAULT_LEARNGENE_STAGES,  # SWS: layers per stage (sum = depth).
     )
   )
 
@@ -57,7 +74,8 @@ def default_config() -> ml_collections.ConfigDict:
   task='classification',
   default_config=default_config,
   input_spec=lambda c: InputSpec(tuple(c['input_shape'])),
-  optional=('mlp_dims',),  # Added later: configs recorded before lack it.
+  # Added later: configs recorded before lack them.
+  optional=('mlp_dims', 'learngene', 'learngene_coeff', 'learngene_stages'),
 )
 class ViT(layers.Staged):
   """(B, H, W, C) images -> (B, num_classes) logits."""
@@ -78,6 +96,9 @@ class ViT(layers.Staged):
     dtype,
     param_dtype,
     rngs: nnx.Rngs,
+    learngene='',
+    learngene_coeff='code',
+    learngene_stages=layers.DEFAULT_LEARNGENE_STAGES,
   ):
     h, w, c = input_shape
     if patch_size < 1 or h % patch_size or w % patch_size:
@@ -88,6 +109,9 @@ class ViT(layers.Staged):
       raise ValueError(f'vit: pool={pool!r}; valid: {POOLS}')
     if depth < 0:
       raise ValueError(f'vit: depth={depth} must be >= 0')
+    learngene_stages = layers.learngene_options(
+      'vit', learngene, learngene_coeff, learngene_stages, depth
+    )
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.patch_embed = nnx.Conv(
       c,
@@ -111,15 +135,33 @@ class ViT(layers.Staged):
       (int(round(mlp_ratio * dim)),) * depth,
       f'one per block, depth={depth}',
     )
-    self.blocks = nnx.List(
-      [
-        layers.TransformerBlock(dim, num_heads, h, causal=False, activation_fn=act, **kw)
-        for h in hidden
-      ]
-    )
+    if learngene:
+      if len(set(hidden)) > 1:
+        raise ValueError(
+          f'vit: learngene={learngene!r} gives every layer one block shape; mlp_dims='
+          f'{tuple(mlp_dims)!r} must be () or one width repeated'
+        )
+      types = dict(dtype=dtype, param_dtype=param_dtype)
+      block = lambda rngs, **inits: layers.TransformerBlock(
+        dim, num_heads, hidden[0], causal=False, activation_fn=act, rngs=rngs, **types, **inits
+      )
+      genes = layers.learngene_genes(learngene, learngene_stages, block, rngs.params())
+      for name, gene in genes.items():
+        setattr(self, name, gene)
+      self.blocks = None
+    else:
+      self.blocks = nnx.List(
+        [
+          layers.TransformerBlock(dim, num_heads, h, causal=False, activation_fn=act, **kw)
+          for h in hidden
+        ]
+      )
     self.final_norm = layers.layer_norm(dim, **kw)
     self.head = layers.dense(dim, num_classes, ('embed', 'classes'), **kw)
     self.pool = pool
+    self.depth = depth
+    self.learngene, self.learngene_coeff = learngene, learngene_coeff
+    self.learngene_stages = learngene_stages
 
   def embed(self, x: jax.Array) -> jax.Array:
     """(B, H, W, C) images -> (B, tokens, dim) patch (+ class) tokens with positions."""
@@ -144,21 +186,42 @@ class ViT(layers.Staged):
     x = x[:, 0] if self.pool == 'cls' else x.mean(axis=1)
     return self.head(x).astype(jnp.float32)
 
-  def stages(self, train: bool = False):
-    """[('embed', ...)] + [('blocks/i', block i)] + [('head', norm -> pool -> Dense)]."""
-    del train  # No train-dependent layers.
-    return (
-      [('embed', self.embed)]
-      + [(f'blocks/{i}', b) for i, b in enumerate(self.blocks)]
-      + [('head', self.classify)]
+  def layer_blocks(self) -> list[layers.TransformerBlock]:
+    """The block of each layer: `blocks`, or for a learngene blocks holding (copies of) each
+    layer's params of its expansion (computed now, from the genes)."""
+    if not self.learngene:
+      return list(self.blocks)
+    expanded = layers.learngene_expand(
+      self, self.learngene, self.depth, self.learngene_coeff, self.learngene_stages
     )
+    graphdef = nnx.graphdef(self.gene_a if self.learngene == 'tleg' else self.gene_stages)
+    return [
+      nnx.merge(graphdef, jax.tree.map(lambda a, i=i: a[i], expanded)) for i in range(self.depth)
+    ]
+
+  def stages(self, train: bool = False):
+    """[('embed', ...)] + [('blocks/i', block i)] + [('head', norm -> pool -> Dense)].
+
+    A learngene ViT gives [('layers/i', layer i's block call)] instead (module docstring).
+    """
+    del train  # No train-dependent layers.
+    if self.learngene:
+      blocks = [(f'layers/{i}', b.__call__) for i, b in enumerate(self.layer_blocks())]
+    else:
+      blocks = [(f'blocks/{i}', b) for i, b in enumerate(self.blocks)]
+    return [('embed', self.embed)] + blocks + [('head', self.classify)]
 
   def init_hints(self) -> dict:
-    return dict(
-      depth=len(self.blocks) + 2,
-      classifier=r'head/kernel',
+    residual = dict(
       residual_final=r'blocks/\d+/(attn/out|mlp/fc2)/kernel',
       residual_branch=r'blocks/\d+/(attn/(query|key|value|out)|mlp/fc[12])/kernel',
-      num_branches=2 * len(self.blocks),
+    )
+    if self.learngene:
+      residual = layers.learngene_hints(self.learngene)
+    return dict(
+      depth=self.depth + 2,
+      classifier=r'head/kernel',
+      **residual,
+      num_branches=2 * self.depth,
       branch_layers=2,
     )
