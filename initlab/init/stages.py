@@ -244,3 +244,12 @@ def _subtree(tree, keep, prefix=()) -> dict:
     elif keep('/'.join(map(str, path))):
       out[key] = value
   return out
+
+
+@registry.register_scheme(
+  'model_init',
+  description="The model's own initializers: params as built (e.g. a learngene's TLEG init)",
+)
+def model_init():
+  """Leaves every param as the model's modules initialized it."""
+  return lambda key, params, ctx=None: params

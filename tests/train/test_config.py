@@ -24,6 +24,20 @@ def test_configs_validate():
   )
 
 
+def test_learngene_configs_validate_and_the_gene_needs_its_teacher():
+  import learngene_lm  # pylint: disable=g-import-not-at-top
+
+  for role in learngene_lm.ROLES:
+    for gene in learngene_lm.GENES:
+      for smoke in ('', ',smoke'):
+        config = learngene_lm.get_config(f'role={role},gene={gene}{smoke}')
+        if role == 'gene':
+          with pytest.raises(config_lib.ConfigError, match='config.train.distill.teacher'):
+            config_lib.validate(config, num_devices=8, process_count=1)
+          config.train.distill.teacher = 'runs/teacher'
+        config_lib.validate(config, num_devices=8, process_count=1)
+
+
 def test_unknown_key_names_it_and_lists_valid_keys():
   config = _config()
   with config.unlocked():
