@@ -76,4 +76,4 @@ from initlab.sharding import make_mesh, state_shardings  # Re-exported: one home
 from initlab.init import gg  # noqa: F401  (registers "gg", "gg_model")
 from initlab.init import stages  # noqa: F401  (registers "from_pretrained")
 from initlab.init import virgo  # noqa: F401  (ii.virgo.variances; registers "virgo")
-from initlab.init import learngene  # noqa: F401  (registers tleg_expand, sws_expand)
+from initlab.init import learngene  # noqa: F401  (ii.learngene.tleg_expand, sws_layer_map, ...)

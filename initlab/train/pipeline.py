@@ -39,6 +39,7 @@ from initlab import sharding as sharding_lib
 import initlab.init as ii
 from initlab.train import optim
 from initlab.train import parametrize
+from initlab.train import partition
 from initlab.train import state as state_lib
 from initlab.train import workdir as workdir_lib
 from initlab.train.state import Setup
@@ -167,8 +168,9 @@ def data_context(run, graphdef, model_state, batches) -> ii.DataContext:
   """`ctx.data` over `batches` with the run's loss and teacher."""
   teacher = None
   if run.teacher is not None:
-    t = run.teacher
-    teacher = jax.jit(lambda x: t.logits(t.variables, x))
+    t = run.teacher  # Its variables are an argument of the program, not baked-in constants.
+    logits = jax.jit(lambda variables, x: t.logits(variables, x))
+    teacher = lambda x: logits(t.variables, x)
   return ii.DataContext(graphdef, model_state, batches, run.meta.task, run.loss, teacher)
 
 
@@ -217,8 +219,6 @@ def data_stage(run, state, keys, pretrained) -> state_lib.TrainState:
 
 
 def _data_stage_masks(run, given, params, masks):
-  from initlab.train import partition  # pylint: disable=g-import-not-at-top
-
   given = partition.check_masks(given, params, 'data-stage init scheme')
   undeclared = {l.path for l in ii.leaves(given)} - run.setup.masked
   if undeclared:

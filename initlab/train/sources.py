@@ -220,8 +220,3 @@ def load_teacher(path, *, mesh, rules, meta, model_config) -> Teacher:
     raise config_lib.ConfigError(f'config.train.distill.teacher: {e}') from None
   shardings = jax.tree.map(lambda a: a.sharding, src.abstract)
   return Teacher(src.graphdef, variables, shardings, str(path))
-
-
-def tree_shapes_match(a, b) -> bool:
-  """Same paths and shapes (nested dicts of arrays or ShapeDtypeStructs)."""
-  return _shapes(a) == _shapes(b)

@@ -9,6 +9,7 @@ import pytest
 import initlab.init as ii
 from initlab.errors import ConfigError
 from initlab.init import learngene as lg
+from initlab.init.families import learngene as lg_schemes
 
 DIM, HEADS, HIDDEN, VOCAB, SEQ = 8, 2, 16, 11, 6
 
@@ -262,7 +263,7 @@ def test_schemes_are_registered():
 @pytest.mark.parametrize('coeff', ['code', 'endpoint'])
 def test_tleg_scheme_on_a_stacked_lm(coeff, copy_head):
   gene, params = _tleg_gene(), _lm(7)
-  out = _flat(_run(lg.tleg_expand_scheme(coeff=coeff, copy_head=copy_head), params, gene))
+  out = _flat(_run(lg_schemes.tleg_expand_scheme(coeff=coeff, copy_head=copy_head), params, gene))
   want = _flat(lg.tleg_expand(gene['gene_a'], gene['gene_b'], 7, coeff=coeff))
   fg, fp = _flat(gene), _flat(params)
   assert set(out) == set(fp)
@@ -291,7 +292,7 @@ def test_tleg_scheme_on_a_vit_with_per_layer_blocks():
 
 def test_sws_scheme_on_a_stacked_lm_and_a_vit():
   gene = _sws_gene()
-  out = _flat(_run(lg.sws_expand_scheme(copy_head=True), _lm(12), gene))
+  out = _flat(_run(lg_schemes.sws_expand_scheme(copy_head=True), _lm(12), gene))
   want = _flat(lg.sws_expand(gene['gene_stages'], lg.sws_layer_map(12)))
   for path, x in want.items():
     np.testing.assert_array_equal(out['blocks/' + path], x, err_msg=path)
@@ -300,7 +301,7 @@ def test_sws_scheme_on_a_stacked_lm_and_a_vit():
 
   authors = (0, 0, 0, 1, 1, 1, 2, 2, 3, 3, 4, 4)
   vit_gene, params = _sws_gene(kind='vit'), _vit(12)
-  out = _flat(_run(lg.sws_expand_scheme(layer_map=authors), params, vit_gene))
+  out = _flat(_run(lg_schemes.sws_expand_scheme(layer_map=authors), params, vit_gene))
   stages = _flat(vit_gene['gene_stages'])
   for path, x in stages.items():
     for i, k in enumerate(authors):
@@ -312,21 +313,21 @@ def test_sws_scheme_on_a_stacked_lm_and_a_vit():
 
 def test_sws_scheme_checks_stages_and_depth():
   with pytest.raises(ConfigError, match=r'4 stages.*stages=\(3, 3, 4, 3, 3\)'):
-    _run(lg.sws_expand_scheme(), _lm(8), _sws_gene(num_stages=4))
-  out = _run(lg.sws_expand_scheme(stages=(2, 2, 2, 2)), _lm(8), _sws_gene(num_stages=4))
+    _run(lg_schemes.sws_expand_scheme(), _lm(8), _sws_gene(num_stages=4))
+  out = _run(lg_schemes.sws_expand_scheme(stages=(2, 2, 2, 2)), _lm(8), _sws_gene(num_stages=4))
   gs = _flat(_sws_gene(num_stages=4)['gene_stages'])['mlp/fc1/kernel']
   np.testing.assert_array_equal(out['blocks']['mlp']['fc1']['kernel'], gs[np.repeat(range(4), 2)])
   with pytest.raises(ConfigError, match='depth 3'):
-    _run(lg.sws_expand_scheme(), _lm(3), _sws_gene())
+    _run(lg_schemes.sws_expand_scheme(), _lm(3), _sws_gene())
   with pytest.raises(ConfigError, match='layer_map'):
-    _run(lg.sws_expand_scheme(layer_map=(0, 1, 2, 3, 4)), _lm(6), _sws_gene())
+    _run(lg_schemes.sws_expand_scheme(layer_map=(0, 1, 2, 3, 4)), _lm(6), _sws_gene())
   with pytest.raises(ConfigError, match=r'layer_map.*needs 4'):
-    _run(lg.sws_expand_scheme(layer_map=(0, 1, 2, 3)), _lm(4), _sws_gene())
+    _run(lg_schemes.sws_expand_scheme(layer_map=(0, 1, 2, 3)), _lm(4), _sws_gene())
 
 
 @pytest.mark.parametrize('which', ['tleg', 'sws'])
 def test_width_mismatch_names_the_param_and_both_shapes(which):
-  scheme = lg.tleg_expand_scheme() if which == 'tleg' else lg.sws_expand_scheme()
+  scheme = lg_schemes.tleg_expand_scheme() if which == 'tleg' else lg_schemes.sws_expand_scheme()
   gene = _tleg_gene() if which == 'tleg' else _sws_gene()
   with pytest.raises(ConfigError, match=r"'blocks/mlp/fc1/bias'.*\(6, 24\).*\(6, 16\)"):
     _run(scheme, _lm(6, hidden=24), gene)
@@ -340,32 +341,34 @@ def test_width_mismatch_names_the_param_and_both_shapes(which):
   head = _lm(6, vocab=VOCAB + 2)  # Another head: fine unless it is copied.
   head['token_embed']['embedding'] = jnp.zeros((VOCAB, DIM))
   _run(scheme, head, gene)
-  copy_head = (lg.tleg_expand_scheme if which == 'tleg' else lg.sws_expand_scheme)(copy_head=True)
+  copy_head = (lg_schemes.tleg_expand_scheme if which == 'tleg' else lg_schemes.sws_expand_scheme)(
+    copy_head=True
+  )
   with pytest.raises(ConfigError, match=r"'head/bias'.*\(11,\).*\(13,\)"):
     _run(copy_head, head, gene)
 
 
 def test_learngene_without_genes_or_pretrained_is_a_config_error():
   with pytest.raises(ConfigError, match=r'TLEG.*gene_a.*gene_stages'):
-    _run(lg.tleg_expand_scheme(), _lm(4), _sws_gene())
+    _run(lg_schemes.tleg_expand_scheme(), _lm(4), _sws_gene())
   with pytest.raises(ConfigError, match=r'SWS.*gene_stages.*blocks'):
-    _run(lg.sws_expand_scheme(), _lm(4), _lm(5))
+    _run(lg_schemes.sws_expand_scheme(), _lm(4), _lm(5))
   with pytest.raises(ConfigError, match='pretrained'):
-    lg.tleg_expand_scheme()(jax.random.key(0), _lm(4), ii.InitContext())
+    lg_schemes.tleg_expand_scheme()(jax.random.key(0), _lm(4), ii.InitContext())
   gene = _tleg_gene()
   del gene['gene_b']['mlp']['fc2']
   with pytest.raises(ConfigError, match='gene_a/mlp/fc2'):
-    _run(lg.tleg_expand_scheme(), _lm(4), gene)
+    _run(lg_schemes.tleg_expand_scheme(), _lm(4), gene)
   extra = _lm(4)
   del extra['blocks']['norm2']  # The learngene's norm2 has nowhere to go.
   with pytest.raises(ConfigError, match='norm2'):
-    _run(lg.tleg_expand_scheme(), extra, _tleg_gene())
+    _run(lg_schemes.tleg_expand_scheme(), extra, _tleg_gene())
 
 
 @pytest.mark.parametrize('which', ['tleg', 'sws'])
 @pytest.mark.parametrize('layout', ['lm', 'vit'])
 def test_schemes_trace_under_jit_and_eval_shape(which, layout):
-  scheme = lg.tleg_expand_scheme() if which == 'tleg' else lg.sws_expand_scheme()
+  scheme = lg_schemes.tleg_expand_scheme() if which == 'tleg' else lg_schemes.sws_expand_scheme()
   gene = (_tleg_gene if which == 'tleg' else _sws_gene)(kind=layout)
   params = (_lm if layout == 'lm' else _vit)(6)
   fn = lambda p, g: scheme(jax.random.key(0), p, _ctx(g))
@@ -381,7 +384,7 @@ def test_schemes_trace_under_jit_and_eval_shape(which, layout):
 
 def test_written_params_take_the_descendants_dtype():
   params = jax.tree.map(lambda x: x.astype(jnp.bfloat16), _lm(4))
-  out = _run(lg.tleg_expand_scheme(), params, _tleg_gene())
+  out = _run(lg_schemes.tleg_expand_scheme(), params, _tleg_gene())
   assert all(l.value.dtype == jnp.bfloat16 for l in ii.leaves(out))
   want = lg.tleg_expand(_tleg_gene()['gene_a'], _tleg_gene()['gene_b'], 4)
   np.testing.assert_array_equal(

@@ -17,8 +17,10 @@ import pytest
 
 from initlab import config as config_lib
 from initlab import data as data_lib
+from initlab import losses
 from initlab import train
 import initlab.init as ii
+from initlab.train import pipeline
 from initlab.sweep import runners as sweep_runners
 from initlab.sweep import vmap as sweep_vmap
 
@@ -92,6 +94,25 @@ def test_step_loss_equals_numpy_distillation_on_a_batch(data_dir, teacher, tmp_p
   lt, ls = _log_softmax(t / 3.0), _log_softmax(s / 3.0)
   want = np.mean(0.7 * ce + 0.3 * 9.0 * (np.exp(lt) * (lt - ls)).sum(-1))
   np.testing.assert_allclose(float(metrics['loss']), want, rtol=1e-5)
+  run.checkpointer.close()
+
+
+def test_data_stage_loss_is_the_runs_distillation_loss(data_dir, teacher, tmp_path):
+  """`ctx.data.loss` (LSUV, MetaInit, GradInit) uses the run's loss and teacher: on a batch it
+  equals the train step's loss (checked against numpy above; the MLP has no dropout or BN)."""
+  c = _distill(data_dir, teacher, steps=1)
+  c.train.distill.update(dict(alpha=0.3, temperature=3.0))
+  run = train.Run(c, tmp_path / 'student')
+  with jax.set_mesh(run.mesh):
+    state, _, _ = run.initial_state()
+    batch = data_lib.to_global(next(run.train_iterator()), run.batch_sharding)
+    data = pipeline.data_context(run, run.setup.graphdef, state.model_state, (batch,))
+    got = float(data.loss(state.params, batch))
+    student = run.setup.model(state)(batch['image'], train=False)
+    _, metrics = run.train_step(state, batch)
+  np.testing.assert_allclose(got, float(metrics['loss']), rtol=1e-6)
+  ce = float(losses.mean_loss(losses.CE, student, batch, 'classification'))
+  assert got != pytest.approx(ce)  # Not plain cross-entropy.
   run.checkpointer.close()
 
 

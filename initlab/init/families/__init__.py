@@ -8,6 +8,7 @@
   parametrization  standard / ntk / μP: init factors and learning-rate multipliers by width
   virgo       Virgo (graph-aware GNN variances), kaiming_fan_out
   poincare    HNN++ Poincaré layers: hnnpp, poincare_identity
+  learngene   schemes tleg_expand, sws_expand (the math: `initlab.init.learngene`)
 (GG priors live in `initlab.init.gg`.) A new family is a new module here, imported below.
 """
 
@@ -16,3 +17,4 @@ from initlab.init.families import parametrization  # noqa: F401  (standard, ntk,
 from initlab.init.families import gradinit, lsuv, metainit  # noqa: F401  (data stage)
 from initlab.init.families import virgo  # noqa: F401  (GNNs; needs graph statistics)
 from initlab.init.families import poincare  # noqa: F401  (HNN++ Poincaré layers)
+from initlab.init.families import learngene  # noqa: F401  (tleg_expand, sws_expand)
