@@ -25,22 +25,26 @@ _TRANSFORMS: dict[str, Callable[..., optax.GradientTransformation]] = {}
 
 def schedule(opt: ml_collections.ConfigDict, total_steps: int, peak=None) -> optax.Schedule:
   """The learning-rate schedule `opt.schedule` over `total_steps` steps (peak: `peak`, a
-  traced per-trial value under the vmap sweep runner, else `opt.learning_rate`)."""
+  traced per-trial value under the vmap sweep runner, else `opt.learning_rate`).
+
+  Every schedule is the peak times a unit-peak shape, so a traced peak never meets optax's
+  Python-side checks on it (warmup_cosine_decay_schedule tests `peak_value == 0.0`)."""
   peak = opt.learning_rate if peak is None else peak
-  end = peak * opt.end_lr_ratio
   if opt.schedule == 'constant':
     return optax.constant_schedule(peak)
   if opt.schedule == 'cosine':
-    return optax.cosine_decay_schedule(peak, max(total_steps, 1), alpha=opt.end_lr_ratio)
-  if opt.schedule == 'warmup_cosine':
+    unit = optax.cosine_decay_schedule(1.0, max(total_steps, 1), alpha=opt.end_lr_ratio)
+  elif opt.schedule == 'warmup_cosine':
     warmup = min(opt.warmup_steps, total_steps)
-    return optax.warmup_cosine_decay_schedule(
-      0.0, peak, warmup, max(total_steps, warmup + 1), end_value=end
+    unit = optax.warmup_cosine_decay_schedule(
+      0.0, 1.0, warmup, max(total_steps, warmup + 1), end_value=opt.end_lr_ratio
     )
-  raise ValueError(
-    f'config.optimizer.schedule: unknown schedule {opt.schedule!r}; '
-    "valid: 'constant', 'cosine', 'warmup_cosine'"
-  )
+  else:
+    raise ValueError(
+      f'config.optimizer.schedule: unknown schedule {opt.schedule!r}; '
+      "valid: 'constant', 'cosine', 'warmup_cosine'"
+    )
+  return lambda count: peak * unit(count)
 
 
 def _decay_mask(params):

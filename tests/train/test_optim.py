@@ -1,10 +1,32 @@
-"""Weight decay is masked by param role, also for stacked (scanned) params."""
+"""Weight decay is masked by param role, also for stacked (scanned) params; schedules take a
+traced peak."""
 
+import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
+import pytest
 
 from initlab.train import optim
+
+
+@pytest.mark.parametrize('name', ['constant', 'cosine', 'warmup_cosine'])
+def test_schedules_take_a_traced_peak_as_the_vmap_runner_passes_it(name):
+  opt = ml_collections.ConfigDict(
+    dict(schedule=name, learning_rate=1e-3, warmup_steps=10, end_lr_ratio=0.1)
+  )
+  steps = jnp.array([0, 5, 10, 50, 100])
+  peaks = jnp.array([1e-3, 3e-2])
+  mapped = jax.vmap(lambda lr: optim.schedule(opt, 100, lr)(steps))(peaks)
+  for peak, row in zip([1e-3, 3e-2], mapped):
+    if name == 'constant':
+      want = optax.constant_schedule(peak)(steps)
+    elif name == 'cosine':
+      want = optax.cosine_decay_schedule(peak, 100, alpha=0.1)(steps)
+    else:
+      want = optax.warmup_cosine_decay_schedule(0.0, peak, 10, 100, end_value=0.1 * peak)(steps)
+    np.testing.assert_allclose(row, want, rtol=1e-6)
 
 
 def test_weight_decay_skips_stacked_biases_and_norms():
