@@ -180,6 +180,25 @@ def sws_expand(stage_params, layer_map: Sequence[int]):
   return tree_lib.map_leaves(gather, stage_params)
 
 
+def stacked_blocks(params) -> dict[str, Any]:
+  """{block param: (L, ...) array} of a model's blocks, stacked (`blocks/<p>`, as is) or one
+  subtree per layer (`blocks/<l>/<p>`, stacked here in layer order); what `linearity_r2`
+  takes. ValueError for a tree without `blocks/`."""
+  values = {l.path: l.value for l in tree_lib.leaves(params) if l.path.startswith(BLOCKS + '/')}
+  if not values:
+    raise ValueError(f'stacked_blocks: no {BLOCKS}/... params in this tree')
+  per_layer = {}
+  for path, value in values.items():
+    _, first, rest = (path.split('/', 2) + [''])[:3]
+    if not first.isdigit():
+      per_layer = None
+      break
+    per_layer.setdefault(rest, {})[int(first)] = value
+  if per_layer is None:
+    return {p.split('/', 1)[1]: np.asarray(v) for p, v in values.items()}
+  return {n: np.stack([np.asarray(v[l]) for l in sorted(v)]) for n, v in per_layer.items()}
+
+
 def linearity_r2(stacked) -> dict[str, float]:
   """{path: R²} of how linear in depth each stacked (L, ...) leaf of `stacked` is.
 

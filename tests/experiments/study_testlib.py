@@ -34,13 +34,15 @@ def load(study: str, name: str):
   return module
 
 
-def run_smoke(study: str, out: pathlib.Path, workdir_env: str, timeout: int = 600):
-  """Runs `experiments/<study>/run.py --smoke --out=<out>` as a user would (one CPU device,
-  runs under `out/runs` via `workdir_env`); returns `(out, results/study.json)`."""
+def run_smoke(
+  study: str, out: pathlib.Path, workdir_env: str, timeout: int = 600, args: tuple[str, ...] = ()
+):
+  """Runs `experiments/<study>/run.py --smoke --out=<out> *args` as a user would (one CPU
+  device, runs under `out/runs` via `workdir_env`); returns `(out, results/study.json)`."""
   env = dict(os.environ, **{workdir_env: str(out / 'runs')}, JAX_PLATFORMS='cpu')
   env.pop('XLA_FLAGS', None)
   proc = subprocess.run(
-    [sys.executable, f'experiments/{study}/run.py', '--smoke', f'--out={out}'],
+    [sys.executable, f'experiments/{study}/run.py', '--smoke', f'--out={out}', *args],
     cwd=REPO,
     env=env,
     capture_output=True,

@@ -236,6 +236,20 @@ def test_linearity_r2():
   assert all(v == pytest.approx(1.0, abs=1e-5) for v in lg.linearity_r2(expanded).values())
 
 
+def test_stacked_blocks_reads_both_layouts_in_layer_order():
+  stack = {'mlp': {'kernel': np.arange(24.0).reshape(12, 2)}, 'ln': {'scale': np.ones((12, 2))}}
+  # Layers 0..11 as `blocks/<l>/...` subtrees, inserted out of order (10 sorts before 2).
+  per_layer = {str(l): {'mlp': {'kernel': stack['mlp']['kernel'][l]}} for l in (10, 2, 0, 1)}
+  out = lg.stacked_blocks({'blocks': per_layer, 'head': {'kernel': np.ones(3)}})
+  np.testing.assert_array_equal(out['mlp/kernel'], stack['mlp']['kernel'][[0, 1, 2, 10]])
+  assert set(lg.stacked_blocks({'blocks': stack, 'embed': np.ones(2)})) == {
+    'mlp/kernel',
+    'ln/scale',
+  }
+  with pytest.raises(ValueError, match='no blocks'):
+    lg.stacked_blocks({'head': {'kernel': np.ones(3)}})
+
+
 # ------------------------------------------------------------------------------------------
 # Schemes.
 

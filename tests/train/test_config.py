@@ -1,5 +1,7 @@
 """The config schema check: unknown keys, wrong types, bad values are clear errors."""
 
+import itertools
+
 import pytest
 
 from initlab import config as config_lib
@@ -25,17 +27,19 @@ def test_configs_validate():
 
 
 def test_learngene_configs_validate_and_the_gene_needs_its_teacher():
-  import learngene_lm  # pylint: disable=g-import-not-at-top
+  import learngene  # pylint: disable=g-import-not-at-top
 
-  for role in learngene_lm.ROLES:
-    for gene in learngene_lm.GENES:
-      for smoke in ('', ',smoke'):
-        config = learngene_lm.get_config(f'role={role},gene={gene}{smoke}')
-        if role == 'gene':
-          with pytest.raises(config_lib.ConfigError, match='config.train.distill.teacher'):
-            config_lib.validate(config, num_devices=8, process_count=1)
-          config.train.distill.teacher = 'runs/teacher'
+  for task, role, gene, smoke in itertools.product(
+    learngene.TASKS, learngene.ROLES, learngene.GENES, ('', ',smoke')
+  ):
+    config = learngene.get_config(f'task={task},role={role},gene={gene}{smoke}')
+    if role == 'gene':
+      with pytest.raises(config_lib.ConfigError, match='config.train.distill.teacher'):
         config_lib.validate(config, num_devices=8, process_count=1)
+      config.train.distill.teacher = 'runs/teacher'
+    config_lib.validate(config, num_devices=8, process_count=1)
+  with pytest.raises(config_lib.ConfigError, match="<arg task>: 'cnn'; valid: lm, vit"):
+    learngene.get_config('task=cnn')
 
 
 def test_unknown_key_names_it_and_lists_valid_keys():

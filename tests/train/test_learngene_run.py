@@ -24,7 +24,7 @@ def text_dir(tmp_path_factory):
 
 
 def _config(text_dir, arg, **train_opts):
-  c = config_lib.load(REPO / 'configs' / 'learngene_lm.py', f'smoke,{arg}')
+  c = config_lib.load(REPO / 'configs' / 'learngene.py', f'smoke,{arg}')
   c.data.data_dir = text_dir
   c.train.update(dict(eval_every=0, **train_opts))
   return c
