@@ -9,6 +9,8 @@
   virgo       Virgo (graph-aware GNN variances), kaiming_fan_out
   poincare    HNN++ Poincaré layers: hnnpp, poincare_identity
   learngene   schemes tleg_expand, sws_expand (the math: `initlab.init.learngene`)
+  precrop     schemes pai_mask (SNIP/GraSP/SynFlow masks), precrop (the math: `initlab.init.
+              pruning`, `initlab.init.precrop`)
 (GG priors live in `initlab.init.gg`.) A new family is a new module here, imported below.
 """
 
@@ -18,3 +20,4 @@ from initlab.init.families import gradinit, lsuv, metainit  # noqa: F401  (data 
 from initlab.init.families import virgo  # noqa: F401  (GNNs; needs graph statistics)
 from initlab.init.families import poincare  # noqa: F401  (HNN++ Poincaré layers)
 from initlab.init.families import learngene  # noqa: F401  (tleg_expand, sws_expand)
+from initlab.init.families import precrop  # noqa: F401  (pai_mask, precrop)
