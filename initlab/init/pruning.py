@@ -181,26 +181,49 @@ def apply_masks(params: Any, masks: Any) -> Any:
   return jax.tree.unflatten(treedef, out)
 
 
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _synflow_round(apply_fn, treedef, flags, leaves, kernel_masks, x, k):
+  """One iterative-SynFlow round in one program: the masked params' scores (float64), −1 on
+  pruned entries, the global top `k` (a traced int, so every round reuses the program; ties
+  to the lower flat index). Returns the new kernel masks (list, in kernel order)."""
+  it = iter(kernel_masks)
+  masked = [v * next(it).astype(v.dtype) if f else v for v, f in zip(leaves, flags)]
+  raw = _synflow_raw(apply_fn, treedef, flags, masked, x)
+  flat = jnp.concatenate([jnp.ravel(jnp.where(m, s, -1.0)) for s, m in zip(raw, kernel_masks)])
+  order = jnp.argsort(-flat, stable=True)
+  rank = jnp.zeros(order.shape, order.dtype).at[order].set(jnp.arange(order.size))
+  keep = rank < k
+  parts = jnp.split(keep, list(itertools.accumulate(s.size for s in raw))[:-1])
+  return [part.reshape(s.shape) for part, s in zip(parts, raw)]
+
+
 def synflow_masks(
   apply_fn: Callable, params: Any, inputs: Any, density: float, *, rounds: int = 100
 ) -> Any:
   """Iterative SynFlow (arXiv 2006.05467): round k = 1..rounds rescores the masked
   params and keeps the global top density^(k/rounds) fraction. Pruned entries stay pruned
   (their score is set to −1 before the top-k), so the kept count falls monotonically to
-  exactly round(density · N) (at least 1)."""
+  exactly round(density · N) (at least 1). Every round is one compiled program (float64)."""
   if rounds < 1:
     raise ValueError(f'rounds must be >= 1, got rounds={rounds!r}')
   leaves, treedef, flags = _split(params)
-  mask = jax.tree.unflatten(
-    treedef, [jnp.ones(jnp.shape(x), bool) if f else None for x, f in zip(leaves, flags)]
-  )
-  total = sum(m.size for m in jax.tree.leaves(mask))
+  total = sum(int(jnp.size(x)) for x, f in zip(leaves, flags) if f)
   _kept(density, total)
-  for r in range(1, rounds + 1):
-    s = scores('synflow', apply_fn, apply_masks(params, mask), inputs)
-    s = jax.tree.map(lambda v, m: jnp.where(m, v, -1.0), s, mask)
-    mask = _top_k(s, _kept(density ** (r / rounds), total), lowest=False)
-  return mask
+  inputs = jnp.asarray(inputs)
+  with jax.enable_x64(True):
+    f64 = [
+      jnp.asarray(v).astype(jnp.float64)
+      if jnp.issubdtype(jnp.asarray(v).dtype, jnp.floating)
+      else jnp.asarray(v)
+      for v in leaves
+    ]
+    x_dtype = jnp.float64 if jnp.issubdtype(inputs.dtype, jnp.floating) else inputs.dtype
+    x = jnp.ones((1,) + tuple(inputs.shape[1:]), x_dtype)
+    kernel_masks = [jnp.ones(jnp.shape(v), bool) for v, f in zip(leaves, flags) if f]
+    for r in range(1, rounds + 1):
+      k = jnp.asarray(_kept(density ** (r / rounds), total), jnp.int64)
+      kernel_masks = _synflow_round(apply_fn, treedef, flags, f64, kernel_masks, x, k)
+  return jax.tree.unflatten(treedef, _merge(kernel_masks, [None] * len(leaves), flags))
 
 
 def layer_densities(masks: Any) -> dict[str, float]:
