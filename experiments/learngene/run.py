@@ -223,7 +223,8 @@ def collect_task(task: str, args) -> dict:
 
 
 def teacher_r2(task: str, args) -> dict[str, dict[str, float]]:
-  """{'trained' | 'init': {tensor: R²}} of the teacher's block tensors (linearity in depth)."""
+  """{'trained' | 'init' | 'update': {tensor: R²}}: linearity in depth of the teacher's block
+  tensors, trained, at init (its seed's init, recomputed) and of the update trained − init."""
   import jax  # pylint: disable=g-import-not-at-top
 
   from initlab import train  # pylint: disable=g-import-not-at-top
@@ -238,9 +239,11 @@ def teacher_r2(task: str, args) -> dict[str, dict[str, float]]:
       fresh = run.setup.init(jax.random.key(c.seeds.init), jax.random.key(c.seeds.dropout))
   finally:
     run.checkpointer.close()
+  trees = {'trained': trained.params, 'init': fresh.params}
+  trees['update'] = jax.tree.map(lambda a, b: a - b, trained.params, fresh.params)
   return {
-    name: learngene.linearity_r2(learngene.stacked_blocks(jax.device_get(s.params)))
-    for name, s in (('trained', trained), ('init', fresh))
+    name: learngene.linearity_r2(learngene.stacked_blocks(jax.device_get(tree)))
+    for name, tree in trees.items()
   }
 
 
@@ -320,9 +323,10 @@ def tables(results: list[dict]) -> str:
       f'{LONG * per_seed / 1e12:.2f} | – |'
     )
     out += ['', f"## {task.upper()}: linearity of the teacher's block tensors in depth (R²)", '']
-    out += ['| tensor | trained | at init |', '|---|---|---|']
+    out += ['| tensor | trained | at init | update (trained − init) |', '|---|---|---|---|']
     for name, value in res['r2']['trained'].items():
-      out.append(f'| {name} | {value:.3f} | {res["r2"]["init"][name]:.3f} |')
+      r2 = res['r2']
+      out.append(f'| {name} | {value:.3f} | {r2["init"][name]:.3f} | {r2["update"][name]:.3f} |')
     out.append('')
   return '\n'.join(out)
 
