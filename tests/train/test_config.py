@@ -16,9 +16,10 @@ def _config():
 
 def test_configs_validate():
   import lm_shakespeare  # pylint: disable=g-import-not-at-top
+  import precrop_digits  # pylint: disable=g-import-not-at-top
   import resnet_digits  # pylint: disable=g-import-not-at-top
 
-  for module in (quickstart, lm_shakespeare, resnet_digits):
+  for module in (quickstart, lm_shakespeare, resnet_digits, precrop_digits):
     for arg in (None, 'smoke'):
       config_lib.validate(module.get_config(arg), num_devices=8, process_count=1)
   config_lib.validate(
@@ -139,3 +140,22 @@ def test_parse_arg():
   assert (arg.smoke, arg.model, arg.sharding) == (True, 2, 'fsdp')
   with pytest.raises(config_lib.ConfigError, match="Unknown config argument 'smok'"):
     config_lib.parse_arg('smok', smoke=False)
+
+
+def test_precrop_configs_give_every_arm_and_the_uniform_width_meets_the_budget():
+  import precrop_digits  # pylint: disable=g-import-not-at-top
+
+  from initlab.init import precrop  # pylint: disable=g-import-not-at-top
+
+  dense = precrop.layout(precrop_digits.get_config('arm=dense').model).kernel_params()
+  for arm in precrop_digits.ARMS:
+    config = precrop_digits.get_config(f'arm={arm},density=0.1')
+    config_lib.validate(config, num_devices=8, process_count=1)
+  uniform = precrop_digits.get_config('arm=uniform,density=0.1').model
+  assert abs(precrop.layout(uniform).kernel_params() - 0.1 * dense) <= 0.02 * 0.1 * dense
+  assert precrop_digits.get_config('arm=shuffled').init.pai_mask.shuffle
+  assert precrop_digits.get_config('arm=random').init.pai_mask.score == 'random'
+  with pytest.raises(config_lib.ConfigError, match="<arg arm>: 'vgg'; valid: dense, mask"):
+    precrop_digits.get_config('arm=vgg')
+  with pytest.raises(config_lib.ConfigError, match='<arg density>: 0.0'):
+    precrop_digits.get_config('density=0.0')
