@@ -62,7 +62,12 @@ def test_precrop_builds_a_narrower_resnet_at_the_budget_and_reuses_it(data_dir, 
   assert tuple(built['stage_widths']) != (16, 32, 64) and len(built['block_widths']) == 3
   assert kernels['stem/conv/kernel'].shape[-1] == built['stage_widths'][0]
   assert np.isfinite(result.summary['final']['train/loss'])
-  # A second run on the workdir reuses the recorded model: no probe, the same widths.
+  # A second run on the workdir reuses the recorded model: no probe, the same widths; a
+  # fresh workdir (a run killed before it recorded them) probes again and gets the same.
   again = train.Run(config, tmp_path / 'run')
-  assert not again.probed and tuple(again.model_config.block_widths) == tuple(built['block_widths'])
-  again.checkpointer.close()
+  fresh = train.Run(config, tmp_path / 'fresh')
+  assert not again.probed and fresh.probed
+  for r in (again, fresh):
+    assert tuple(r.model_config.block_widths) == tuple(built['block_widths'])
+    assert tuple(r.model_config.stage_widths) == tuple(built['stage_widths'])
+    r.checkpointer.close()
