@@ -22,7 +22,8 @@ convex allocation with an expected-SynFlow proxy). This module implements initla
   Σ_l p_l P_l within `tolerance` (1%).
 
 A `Layout` describes a model's channel groups; `layout(model_config)` knows the zoo's 'mlp'
-(a chain of dense layers) and 'resnet' (stem, 3 stage streams, one inner group per block).
+(a chain of dense layers), 'vgg' (a chain of 3x3 convs) and 'resnet' (stem, 3 stage
+streams, one inner group per block).
 """
 
 from __future__ import annotations
@@ -96,6 +97,23 @@ def _mlp(cfg) -> Layout:
   return Layout(layers, widths, (), apply)
 
 
+def _vgg(cfg) -> Layout:
+  widths = tuple(int(w) for w in cfg.widths)
+  groups = [f'conv{i}' for i in range(len(widths))]
+  chain = [INPUT, *groups, LOGITS]
+  paths = [f'convs/{i}/conv/kernel' for i in range(len(widths))] + ['head/kernel']
+  ks = [9] * len(widths) + [1]
+  layers = tuple(Layer(p, a, b, k) for p, a, b, k in zip(paths, chain[:-1], chain[1:], ks))
+  sizes = {INPUT: int(cfg.input_shape[-1]), LOGITS: cfg.num_classes, **dict(zip(groups, widths))}
+
+  def apply(w):
+    out = ml_collections.ConfigDict(cfg.to_dict())
+    out.widths = tuple(int(w[g]) for g in groups)
+    return out
+
+  return Layout(layers, sizes, (), apply)
+
+
 def _resnet(cfg) -> Layout:
   from initlab.models import resnet  # pylint: disable=g-import-not-at-top
 
@@ -126,7 +144,7 @@ def _resnet(cfg) -> Layout:
   return Layout(tuple(layers), widths, (('stream1', 'stream2'), ('stream2', 'stream3')), apply)
 
 
-LAYOUTS: dict[str, Callable[[Any], Layout]] = {'mlp': _mlp, 'resnet': _resnet}
+LAYOUTS: dict[str, Callable[[Any], Layout]] = {'mlp': _mlp, 'resnet': _resnet, 'vgg': _vgg}
 
 
 def layout(model_config) -> Layout:

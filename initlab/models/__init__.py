@@ -57,4 +57,5 @@ from initlab.models.poincare_resnet import PoincareResNet
 from initlab.models.resnet import ResNet
 from initlab.models.resnet import param_count as resnet_param_count
 from initlab.models.transformer_lm import TransformerLM
+from initlab.models.vgg import VGG
 from initlab.models.vit import ViT

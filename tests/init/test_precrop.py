@@ -49,6 +49,28 @@ def test_chain_reproduces_consistent_densities_exactly():
   np.testing.assert_allclose(closed, r, rtol=1e-9)
 
 
+def test_conv_chain_reproduces_consistent_densities_and_builds():
+  cfg = _config('vgg', widths=(16, 32, 64), pool_after=(0, 1))
+  lay = pc.layout(cfg)
+  r = (0.5, 0.25, 0.75)  # conv0, conv1, conv2 output ratios; input and logits fixed.
+  paths = [l.path for l in lay.layers]
+  assert paths == [
+    'convs/0/conv/kernel',
+    'convs/1/conv/kernel',
+    'convs/2/conv/kernel',
+    'head/kernel',
+  ]
+  densities = dict(zip(paths, (r[0], r[0] * r[1], r[1] * r[2], r[2])))
+  ratios = pc.solve(lay, densities)
+  np.testing.assert_allclose([ratios[g] for g in lay.free], r, rtol=1e-6)
+  widths = pc.crop(lay, ratios, pc.budget(lay, densities))
+  assert widths == {'conv0': 8, 'conv1': 8, 'conv2': 48}
+  shapes = _kernel_shapes(lay.apply(widths))
+  assert shapes['convs/1/conv/kernel'] == (3, 3, 8, 8) and shapes['head/kernel'] == (48, 10)
+  kept = {p: math.prod(shapes[p]) / math.prod(_kernel_shapes(cfg)[p]) for p in paths}
+  np.testing.assert_allclose([kept[p] for p in paths], [densities[p] for p in paths], rtol=1e-9)
+
+
 @pytest.mark.parametrize('multiple', [1, 8])
 def test_resnet20_groups_stay_consistent_and_the_budget_is_met(multiple):
   cfg = _config('resnet', depth=20)
@@ -81,7 +103,9 @@ def test_ratios_stay_at_most_one_unless_reconfigured():
 
 
 def test_errors_name_the_problem():
-  with pytest.raises(ValueError, match="model 'vit' has no channel layout; supported: mlp, resnet"):
+  with pytest.raises(
+    ValueError, match="model 'vit' has no channel layout; supported: mlp, resnet, vgg"
+  ):
     pc.layout(im.default_config('vit'))
   lay = pc.layout(_config('mlp', width=8, depth=1))
   with pytest.raises(KeyError, match="no density for layer 'head/kernel'"):

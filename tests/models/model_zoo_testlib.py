@@ -17,6 +17,7 @@ TINY = {
   'resnet': dict(depth=8, width=0.5, input_shape=(8, 8, 3)),  # widths 8/16/32, 1 block/stage
   'vit': dict(input_shape=(8, 8, 3), patch_size=4, dim=16, depth=2, num_heads=2),
   'transformer_lm': dict(vocab_size=32, dim=16, depth=3, num_heads=2, max_len=8),
+  'vgg': dict(widths=(8, 16, 16), pool_after=(0, 1, 2), input_shape=(8, 8, 3)),  # 8 -> 4 -> 2 -> 1
 }
 NAMES = tuple(TINY)
 

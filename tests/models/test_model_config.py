@@ -28,7 +28,7 @@ def test_presets_and_overrides():
       'mlp',
       dict(name='cnn'),
       r"name='cnn' is unknown.*valid names: \(.*'mlp', .*'resnet', "
-      r".*'transformer_lm', 'vit'\)",
+      r".*'transformer_lm', 'vgg', 'vit'\)",
     ),
     ('resnet', dict(name='resnet20'), r"resnet20.*a preset.*default_config\('resnet20'\)"),
     ('mlp', dict(activation='swish'), r"activation='swish'.*valid: \[.*'relu'.*'tanh'"),

@@ -71,6 +71,7 @@ def test_default_configs_list_every_constructor_option():
     'sage': im.GraphSAGE,
     'gin': im.GIN,
     'poincare_resnet': im.PoincareResNet,
+    'vgg': im.VGG,
   }
   assert set(im.model_names()) == set(classes)
   for name, cls in classes.items():
@@ -167,6 +168,7 @@ def test_fans_of_typical_params():
 
 EXPECTED_RESIDUAL_FINAL = {
   'mlp': set(),
+  'vgg': set(),
   'resnet': {
     'stage1/blocks/0/conv2/kernel',
     'stage2/blocks/0/conv2/kernel',
@@ -183,6 +185,7 @@ EXPECTED_RESIDUAL_FINAL = {
 _ATTN_MLP = {'attn/query', 'attn/key', 'attn/value', 'attn/out', 'mlp/fc1', 'mlp/fc2'}
 EXPECTED_RESIDUAL_BRANCH = {  # every kernel inside a branch; not the stem/patch embedding/head
   'mlp': set(),
+  'vgg': set(),
   'resnet': {f'stage{s}/blocks/0/conv{c}/kernel' for s in (1, 2, 3) for c in (1, 2)},
   'vit': {f'blocks/{i}/{m}/kernel' for i in (0, 1) for m in _ATTN_MLP},
   'transformer_lm': {f'blocks/{m}/kernel' for m in _ATTN_MLP},
