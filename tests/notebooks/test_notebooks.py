@@ -19,7 +19,14 @@ EXPECT = {
   'gg_priors': (['| β | Var(w)·fan_in (gain² = 2) | fitted β̂ |', '| scheme | seeds |', 'β̂ '], 3),
   'virgo_gcn': (['| scheme | depth |', '| scheme | seeds | eval accuracy |'], 2),
   'poincare': (['d(0, exp₀(v)) = 2‖v‖', '| init | tangent norm after'], 1),
-  'learngene': (["| L' | SWS layer map", '| arm | final eval loss |', '| teacher block tensor |'], 1),
+  'precropping': (
+    ['| group | dense width | ratio | cropped width |', '| arm | test accuracy |'],
+    1,
+  ),
+  'learngene': (
+    ["| L' | SWS layer map", '| arm | final eval loss |', '| teacher block tensor |'],
+    1,
+  ),
 }
 
 
