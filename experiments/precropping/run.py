@@ -149,9 +149,9 @@ def _study_runs(c, workdir: pathlib.Path, sweep=None) -> dict[str, tuple[list, d
   return {g: ([by[k] for k in sorted(by)], first[g]) for g, by in study.runs.items()}
 
 
-def _measure(run_config, run_dir: pathlib.Path) -> dict:
+def _measure(run_config, run_dir: pathlib.Path, rounds: int = 5) -> dict:
   """Kernel params (nonzero under a mask), XLA forward FLOPs per example and the median ms
-  per train step (5 rounds of 5 lean steps) of a finished run's restored state."""
+  per train step (`rounds` rounds of 5 lean steps) of a finished run's restored state."""
   import jax  # pylint: disable=g-import-not-at-top
 
   import initlab.init as ii  # pylint: disable=g-import-not-at-top
@@ -176,7 +176,7 @@ def _measure(run_config, run_dir: pathlib.Path) -> dict:
         state, _ = run.lean_step(state, batch)
       jax.block_until_ready(state.params)
       times = []
-      for _ in range(5):
+      for _ in range(rounds):
         t = time.perf_counter()
         for _ in range(5):
           state, _ = run.lean_step(state, batch)
@@ -189,20 +189,21 @@ def _measure(run_config, run_dir: pathlib.Path) -> dict:
   )
 
 
-def _cell(runs, run_config) -> dict:
+def _cell(runs, run_config, rounds: int = 5) -> dict:
   acc = [float(r.summary['final']['eval/accuracy']) for r in runs]
   return dict(
     acc=acc,
     mean=float(np.mean(acc)),
     std=float(np.std(acc, ddof=1)) if len(acc) > 1 else 0.0,
-    **_measure(run_config, runs[0].path),
+    **_measure(run_config, runs[0].path, rounds),
   )
 
 
 def collect(args) -> dict:
+  rounds = 1 if args.smoke else 5
   dense = _study_runs(config('dense', 1.0, args), root(args.smoke) / 'dense')
   depth = config('dense', 1.0, args).model.depth
-  out = {'depth': depth, 'dense': _cell(*next(iter(dense.values()))), 'densities': {}}
+  out = {'depth': depth, 'dense': _cell(*next(iter(dense.values())), rounds), 'densities': {}}
   for d in args.densities:
     dirs, row = workdirs(d, args.smoke), {}
     if not (dirs['masks'] / 'results.json').is_file():
@@ -210,9 +211,9 @@ def collect(args) -> dict:
       continue
     c, sweep = mask_sweep(d, args)
     for group, (runs, run_config) in _study_runs(c, dirs['masks'], sweep).items():
-      row[_arm_of_group(group)] = _cell(runs, run_config)
+      row[_arm_of_group(group)] = _cell(runs, run_config, rounds)
     for arm in ('precrop', 'uniform'):
-      row[arm] = _cell(*next(iter(_study_runs(config(arm, d, args), dirs[arm]).values())))
+      row[arm] = _cell(*next(iter(_study_runs(config(arm, d, args), dirs[arm]).values())), rounds)
     out['densities'][f'{d:g}'] = row
   return out
 

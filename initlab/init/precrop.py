@@ -115,11 +115,15 @@ def _vgg(cfg) -> Layout:
 
 
 def _resnet(cfg) -> Layout:
-  from initlab.models import resnet  # pylint: disable=g-import-not-at-top
-
-  streams, inner = resnet.layout(
-    cfg.depth, cfg.width, tuple(cfg.get('stage_widths') or ()), tuple(cfg.get('block_widths') or ())
+  # The zoo ResNet's options (initlab.models.resnet; init/ does not import models/): n blocks
+  # per stage, stream widths `stage_widths` or round(16w, 32w, 64w), inner widths
+  # `block_widths` (3n, stage by stage) or the stage's stream width.
+  n = (cfg.depth - 2) // 6
+  streams = tuple(cfg.get('stage_widths') or ()) or tuple(
+    round(c * cfg.width) for c in (16, 32, 64)
   )
+  flat = tuple(cfg.get('block_widths') or ()) or tuple(c for c in streams for _ in range(n))
+  inner = tuple(flat[s * n : (s + 1) * n] for s in range(3))
   widths = {INPUT: int(cfg.input_shape[-1]), LOGITS: cfg.num_classes}
   layers = [Layer('stem/conv/kernel', INPUT, 'stream1', 9)]
   blocks = []
