@@ -22,7 +22,7 @@ import ml_collections
 
 from initlab.models import layers
 from initlab.models.registry import InputSpec, register_model
-from initlab.models.resnet import _apply_norm, _conv3x3, _norm_layer, NORMS
+from initlab.models.resnet import _apply_norm, _conv3x3, _data_options, _norm_layer, NORMS
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -50,11 +50,6 @@ class ConvBlock(nnx.Module):
 
   def __call__(self, x, train: bool = False):
     return jax.nn.relu(_apply_norm(self.norm, self.conv(x), train))
-
-
-def _data_options(config, meta) -> dict:
-  shape = (*config['input_shape'][:-1], meta.input_shape[-1])
-  return dict(input_shape=shape, num_classes=meta.num_classes)
 
 
 @register_model(
