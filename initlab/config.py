@@ -65,6 +65,9 @@ def default_config() -> ml_collections.ConfigDict:
       train_split='train',
       eval_split='test',
       # Options of a generated graph ('csbm', 'chung_lu'; initlab.data.graphs), checked there.
+      # Label ids to keep, relabelled to their index (classification; initlab.data.subset):
+      # (5, 6, 7, 8, 9) -> labels 0..4, num_classes 5. () = all classes.
+      classes=(),
       graph=ml_collections.ConfigDict(),
     )
   )
@@ -332,6 +335,12 @@ def validate(
         'sharding',
         f'rules whose mesh axes exist in config.mesh {list(shape)}; the rule for '
         f'{logical!r} names mesh axis {axis!r}',
+  classes = tuple(config.data.get('classes') or ())
+  _check(
+    all(type(k) is int and k >= 0 for k in classes) and len(set(classes)) == len(classes),
+    'data.classes',
+    f'distinct int label ids >= 0 (() = all classes), got {classes!r}',
+  )
       )
   axes = sharding.batch_axes(shape)
   split = math.prod(shape[a] for a in axes)

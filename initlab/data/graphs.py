@@ -34,6 +34,7 @@ import numpy as np
 
 from initlab.errors import ConfigError
 from initlab.data import registry
+from initlab.data import subset
 
 TASK = 'node_classification'
 KEYS = ('features', 'labels', 'senders', 'receivers', 'train_mask', 'val_mask', 'test_mask')
@@ -150,6 +151,7 @@ def graph(cfg) -> dict[str, np.ndarray]:
       f'config.data.name: {entry.name!r} is a {entry.task!r} dataset, not a '
       f'graph; graph datasets: {list(names())}'
     )
+  subset.classes_option(cfg, entry)  # Classification only: an error if set.
   return entry.open_split(cfg, 'train').source[0]
 
 

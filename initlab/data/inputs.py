@@ -5,6 +5,8 @@ Fields read from the `config.data` ConfigDict (or a dict); None = default:
                'digits', 'tiny_shakespeare') or any TFDS catalog name, which is
                read as image classification (`initlab.data.catalog`).
   train_split: split counted in `num_train_examples`, default 'train'.
+  classes:     label ids to keep, relabelled to their index (classification only;
+               `initlab.data.subset`); () or None = all classes.
   and the fields its dataset reads (its module says which): data_dir (all),
   seq_len ('tiny_shakespeare'), image_key, label_key, image_scale (TFDS catalog).
 Batches always use the keys 'image' float32 (B, *input_shape) and 'label'
@@ -19,6 +21,7 @@ import grain
 
 from initlab.data import pipeline
 from initlab.data import registry
+from initlab.data import subset
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,8 +50,13 @@ class Metadata:
 
 
 def _open(cfg, split: str) -> tuple[registry.DatasetEntry, registry.Split]:
+  """The one place a split is opened: its dataset's opener, then `config.data.classes`."""
   entry = registry.lookup(registry.option(cfg, 'name'), key='data.name')
-  return entry, entry.open_split(cfg, split)
+  classes = subset.classes_option(cfg, entry)
+  opened = entry.open_split(cfg, split)
+  if classes:
+    opened = subset.keep_classes(cfg, split, opened, classes)
+  return entry, opened
 
 
 def metadata(cfg) -> Metadata:
