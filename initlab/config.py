@@ -20,6 +20,7 @@ import difflib
 import inspect
 import math
 import os
+import re
 from typing import Any, Sequence
 
 import ml_collections
@@ -64,10 +65,10 @@ def default_config() -> ml_collections.ConfigDict:
       image_scale=config_dict.placeholder(float),
       train_split='train',
       eval_split='test',
-      # Options of a generated graph ('csbm', 'chung_lu'; initlab.data.graphs), checked there.
       # Label ids to keep, relabelled to their index (classification; initlab.data.subset):
       # (5, 6, 7, 8, 9) -> labels 0..4, num_classes 5. () = all classes.
       classes=(),
+      # Options of a generated graph ('csbm', 'chung_lu'; initlab.data.graphs), checked there.
       graph=ml_collections.ConfigDict(),
     )
   )
@@ -101,6 +102,16 @@ def default_config() -> ml_collections.ConfigDict:
       # every param. Frozen params keep their init and get no optimizer state.
       trainable='',
     )
+  )
+  # Low-rank adapters (initlab.init.adapters): `targets` is a regex of kernel paths (full
+  # match, e.g. r'.*(query|value)/kernel'; '' = no adapters). The params then hold a `lora`
+  # subtree, the model runs with kernel + s·lora_a@lora_b (s = alpha/rank, alpha 0 = rank;
+  # rslora: alpha/sqrt(rank)), only the adapters train (unless optimizer.trainable says
+  # otherwise), and `init.name` may be a LoRA-init scheme ('pissa', 'olora', ...).
+  # `train_also`: a regex of base params trained beside the adapters (PEFT's
+  # modules_to_save, e.g. r'head/.*' for a new task's classifier).
+  c.lora = ml_collections.ConfigDict(
+    dict(targets='', rank=8, alpha=0.0, rslora=False, train_also='')
   )
   c.train = ml_collections.ConfigDict(
     dict(
@@ -307,6 +318,7 @@ def validate(
   _check_model(config.model, models)
   _check_init(config.init)
   _check_optimizer(config.optimizer)
+  _check_lora(config.lora)
   _check_parametrization(config)
   loss_of(config)
   t = config.train
@@ -323,6 +335,12 @@ def validate(
   for key in ('init', 'data', 'dropout'):
     _check(config.seeds[key] >= 0, f'seeds.{key}', f'an int >= 0, got {config.seeds[key]}')
   _check(config.seeds.num >= 1, 'seeds.num', f'an int >= 1, got {config.seeds.num}')
+  classes = tuple(config.data.get('classes') or ())
+  _check(
+    all(type(k) is int and k >= 0 for k in classes) and len(set(classes)) == len(classes),
+    'data.classes',
+    f'distinct int label ids >= 0 (() = all classes), got {classes!r}',
+  )
   _check_sharding(config.sharding, models)
   num_devices = jax.device_count() if num_devices is None else num_devices
   process_count = jax.process_count() if process_count is None else process_count
@@ -335,12 +353,6 @@ def validate(
         'sharding',
         f'rules whose mesh axes exist in config.mesh {list(shape)}; the rule for '
         f'{logical!r} names mesh axis {axis!r}',
-  classes = tuple(config.data.get('classes') or ())
-  _check(
-    all(type(k) is int and k >= 0 for k in classes) and len(set(classes)) == len(classes),
-    'data.classes',
-    f'distinct int label ids >= 0 (() = all classes), got {classes!r}',
-  )
       )
   axes = sharding.batch_axes(shape)
   split = math.prod(shape[a] for a in axes)
@@ -516,6 +528,17 @@ def loss_of(config: ml_collections.ConfigDict):
     return losses.get_loss(name, **options)
   except ValueError as e:
     raise ConfigError(f'config.train.distill: {e}.') from None
+
+
+def _check_lora(lora) -> None:
+  if not lora.targets:
+    return
+  try:
+    re.compile(lora.targets)
+  except re.error as e:
+    raise ConfigError(f'config.lora.targets: not a regular expression ({e}): {lora.targets!r}.')
+  _check(lora.rank >= 1, 'lora.rank', f'an int >= 1, got {lora.rank}')
+  _check(lora.alpha >= 0, 'lora.alpha', f'a float >= 0 (0: alpha = rank), got {lora.alpha}')
 
 
 def _check_parametrization(config) -> None:

@@ -25,6 +25,7 @@ import jax
 
 from initlab import losses
 from initlab.errors import ConfigError
+from initlab.init import adapters as adapters_lib
 from initlab.init import tree as tree_lib
 
 STAGES = ('param', 'data')
@@ -42,7 +43,7 @@ class DataContext:
   """What a data-stage scheme reads: the model's structure, training batches, apply and loss.
 
   Attributes:
-    graphdef: the model's `nnx.GraphDef`.
+    graphdef: the model's `nnx.GraphDef` (or `adapters.Adapted`: adapters folded in).
     model_state: nested dict of the model's non-Param variables (e.g. BatchNorm statistics).
     batches: global (sharded) training batches, dicts with 'image', 'label'
       (classification) or 'inputs', 'targets' (lm), leading axis = global batch.
@@ -61,13 +62,14 @@ class DataContext:
   teacher: Callable | None = None
 
   def model(self, params) -> nnx.Module:
-    """The `nnx.Module` holding `params` (nested dict of Param values) and `model_state`."""
-    return nnx.merge(self.graphdef, params, self.model_state)
+    """The `nnx.Module` holding `params` (nested dict of Param values) and `model_state`
+    (adapters, if the graphdef is `adapters.Adapted`, folded in)."""
+    return adapters_lib.merge_module(self.graphdef, params, self.model_state)
 
   @functools.cached_property
   def _jitted(self):
     def apply(params, model_state, inputs, train):
-      model = nnx.merge(self.graphdef, params, model_state)
+      model = adapters_lib.merge_module(self.graphdef, params, model_state)
       return _call(model, inputs, train)
 
     def loss(params, model_state, batch, train, teacher_logits):
@@ -120,6 +122,9 @@ class InitContext:
     dataset: facts about the run's dataset: 'task', 'num_classes', 'vocab_size',
       'input_shape', 'num_train_examples' (and, for graph data, graph statistics).
     data: a `DataContext` in the data stage (None in the param stage).
+    adapters: in a run with `config.lora.targets`, its `adapters.Adapters` (the adapted
+      kernels, their matrix views, ranks and scales; params['lora'] holds them), in the
+      data stage.
   """
 
   hints: Mapping[str, Any] = dataclasses.field(default_factory=dict)
@@ -132,6 +137,7 @@ class InitContext:
   extras: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   dataset: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   data: DataContext | None = None
+  adapters: Any = None
 
   def hint(self, name: str, scheme: str):
     if name not in self.hints:

@@ -157,7 +157,10 @@ class Run:
     'built_model', the model config actually built (after the architecture stage)."""
     built = self.model_config
     built = built.to_dict() if hasattr(built, 'to_dict') else dict(built)
-    return {**workdir_lib.config_dict(self.config), 'built_model': json.loads(json.dumps(built))}
+    out = {**workdir_lib.config_dict(self.config), 'built_model': json.loads(json.dumps(built))}
+    if self.setup.adapters is not None:  # A source of later runs opens as the merged model.
+      out['adapters'] = self.lora_options
+    return out
 
   def wall_s(self) -> float:
     """Seconds spent on this run: by earlier processes (up to the restored checkpoint) + now."""

@@ -1,7 +1,8 @@
 """`run(config, workdir)`: one training run, from config to checkpoints, metrics and summary.
 
     workdir/config.json            the run's config, plus 'built_model': the model config
-                                   actually built (after the init's architecture stage)
+                                   actually built (after the init's architecture stage),
+                                   and 'adapters' (a LoRA run's resolved adapter options)
     workdir/checkpoints/<step>/    Orbax: train state, data-iterator state, config, wall time
     workdir/metrics.jsonl, tb/     train metrics every `log_every` steps, eval metrics
     workdir/init_diagnostics.json  signal propagation at init (`diagnostics_at_init`)

@@ -32,6 +32,7 @@ import logging
 import jax
 import ml_collections
 
+from initlab import config as config_lib
 from initlab import data as data_lib
 from initlab import models
 from initlab import rundir
@@ -59,12 +60,13 @@ def _fold(key, path):
 
 def build_model(run, model_cfg, scheme) -> None:
   """The architecture stage and the traced param stage; sets on `run`: plan, init_ctx,
-  sources, probed, parametrization, tx, setup, model_config."""
+  sources, lora_options, probed, parametrization, tx, setup, model_config."""
   run.plan = ii.stages.plan(scheme)
   run.init_ctx = ii.InitContext(dataset=ii.stages.dataset_facts(run.meta))
   rules = sharding_lib.axis_rules(run.config.sharding)
   model_cfg = ii.stages.resize(run.plan, model_cfg, run.init_ctx)
   run.sources = run.open_sources(model_cfg, rules)
+  run.lora_options = lora_options(run)
   run.streams = run.plan.streams
   if run.streams and run.copy_pretrained:
     raise ValueError('init_from / start_from copy their source up front; no part may stream it')
@@ -100,6 +102,7 @@ def build_model(run, model_cfg, scheme) -> None:
         pretrained_state=abstract[1],
         trainable=run.config.optimizer.get('trainable', ''),
         masked=run.plan.masks,
+        lora=run.lora_options,
       )
       break
     except ii.ArchitectureChange as e:  # The scheme returned SchemeResult: build that model.
@@ -107,6 +110,28 @@ def build_model(run, model_cfg, scheme) -> None:
   if source is not None or run.plan.resizes or run.plan.probes:
     run.check_fits(model_cfg)
   run.model_config = model_cfg
+
+
+def lora_options(run) -> dict | None:
+  """`Setup.create`'s adapter options from `config.lora` and the scheme (the kind a part
+  declares with its `adapter_kind` attribute; 'lora' by default); None without targets. A
+  LoRA-init scheme without `lora.targets` is a one-line error."""
+  lora = run.config.lora
+  kinds = {getattr(p, 'adapter_kind') for _, p in run.plan.parts if hasattr(p, 'adapter_kind')}
+  if not lora.targets:
+    if kinds:
+      raise config_lib.ConfigError(
+        f'config.init.name={run.config.init.name!r} initializes low-rank adapters: set '
+        "config.lora.targets (a regex of kernel paths, e.g. r'.*(query|value)/kernel')"
+      )
+    return None
+  if len(kinds) > 1:
+    raise config_lib.ConfigError(f'config.init: parts of the scheme ask for adapter kinds {kinds}')
+  kind = kinds.pop() if kinds else 'lora'
+  return dict(
+    targets=lora.targets, rank=lora.rank, alpha=lora.alpha, rslora=lora.rslora, kind=kind,
+    train_also=lora.get('train_also', ''),
+  )  # fmt: skip
 
 
 def up_front(run) -> bool:
@@ -205,6 +230,7 @@ def data_stage(run, state, keys, pretrained) -> state_lib.TrainState:
     hints=model.init_hints() if hasattr(model, 'init_hints') else {},
     data=data_context(run, run.setup.graphdef, state.model_state, batches),
     sources=run.sources,
+    adapters=run.setup.adapters,
   )
   out = ii.stages.run_data_stage(
     run.plan, jax.random.fold_in(keys[0], 1), state.params, ctx, run.setup.shardings.params

@@ -45,6 +45,8 @@ class Source:
     model_config: the model it holds (the source run's built model).
     graphdef: that model's `nnx.GraphDef`.
     abstract: (params, model_state) `ShapeDtypeStruct`s with this mesh's shardings.
+    adapters: the source run's low-rank adapters (`ii.adapters.Adapters`), or None; a LoRA
+      run opens as its plain model: `restore` folds the adapters into their kernels.
   """
 
   name: str
@@ -52,13 +54,26 @@ class Source:
   model_config: Any
   graphdef: Any
   abstract: tuple
+  adapters: Any = None
 
   def restore(self) -> tuple[Any, Any]:
-    """(params, model_state) on this mesh."""
+    """(params, model_state) on this mesh (a LoRA run's adapters merged into the kernels)."""
     params, model_state = self.abstract
+    if self.adapters is not None:
+      mesh = jax.tree.leaves(params)[0].sharding.mesh
+      lora = jax.tree.map(
+        lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh),
+        self.adapters.abstract(),
+        self.adapters.shardings(mesh),
+      )
+      params = {**params, ii.adapters.ROOT: lora}
     item = {'params': params, 'model_state': model_state} if model_state else {'params': params}
     out = ckpt_lib.restore_params(self.path, item, subtree=())
-    return out['params'], out.get('model_state', {})
+    params = out['params']
+    if self.adapters is not None:
+      shardings = jax.tree.map(lambda a: a.sharding, self.abstract[0])
+      params = jax.jit(self.adapters.fold, out_shardings=shardings)(params)
+    return params, out.get('model_state', {})
 
 
 def open_source(path, *, name: str, mesh, rules, model_config, key: str) -> Source:
@@ -83,7 +98,11 @@ def open_source(path, *, name: str, mesh, rules, model_config, key: str) -> Sour
     jax.tree.map(sds, a, sh)
     for a, sh in zip(state_lib.pure_variables(abstract_state), state_lib.pure_variables(shardings))
   )
-  return Source(name, where, model_config, graphdef, abstract)
+  adapters = None
+  if saved is not None and saved.get('adapters'):
+    options = {k: v for k, v in saved['adapters'].items() if k != 'train_also'}
+    adapters = state_lib.adapters_of(abstract_state, shardings, options)
+  return Source(name, where, model_config, graphdef, abstract, adapters)
 
 
 def _shapes(tree) -> dict[str, tuple]:

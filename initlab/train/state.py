@@ -92,6 +92,8 @@ class Setup:
     tx: the optimizer (of the trainable partition).
     trainable: the paths of the trainable params, or None (every param).
     masked: the paths of the params that carry masks (empty: none).
+    adapters: the model's low-rank adapters (`ii.adapters.Adapters`: params['lora'],
+      folded into their kernels by `merge`), or None.
   """
 
   graphdef: Any
@@ -102,6 +104,7 @@ class Setup:
   tx: optax.GradientTransformation
   trainable: frozenset | None = None
   masked: frozenset = frozenset()
+  adapters: ii.adapters.Adapters | None = None
 
   @classmethod
   def create(
@@ -119,6 +122,7 @@ class Setup:
     pretrained_state: Any = None,
     trainable: str = '',
     masked: str = '',
+    lora: dict | None = None,
   ) -> Setup:
     """Builds the init programs for `model_fn` under `scheme` (see `initlab.init.sharded_init`,
     which builds the abstract model once; `fsdp_axis`, `ctx` and `source_fn` as there).
@@ -128,7 +132,11 @@ class Setup:
     third and fourth arguments will hold, or None; they reach the scheme as
     `ctx.pretrained` and `ctx.pretrained_state`. `trainable`: regex of the params the
     optimizer updates ('' every param; `config.optimizer.trainable`). `masked`: regex of the
-    params that carry masks ('' none; the scheme's `masks` attribute).
+    params that carry masks ('' none; the scheme's `masks` attribute). `lora`: options of
+    `ii.adapters.resolve` (targets, rank, alpha, rslora, kind) and `train_also` (a regex of
+    base params trained too), or None: the params then hold a `lora` subtree (born in
+    PEFT's default init, after the scheme's param stage), `merge` folds it into the target
+    kernels, and by default only it (and `train_also`) is trainable.
     """
     graphdef, abstract_vars, var_shardings = _abstract_and_shardings(
       model_fn, mesh, axis_rules, fsdp_axis
@@ -136,6 +144,18 @@ class Setup:
     init_model = ii.init_fn(model_fn, scheme, ctx, source_fn, with_masks=True)
     param_sh, model_sh = pure_variables(var_shardings)
     abstract_params = pure_variables(abstract_vars)[0]
+    adapters = None
+    if lora:
+      lora = dict(lora)
+      train_also = lora.pop('train_also', '')
+      adapters = _adapters(abstract_vars, param_sh, lora)
+      graphdef = ii.adapters.Adapted(graphdef, adapters)
+      mesh_of = jax.tree.leaves(param_sh)[0].mesh
+      param_sh = {**param_sh, ii.adapters.ROOT: adapters.shardings(mesh_of)}
+      abstract_params = {**abstract_params, ii.adapters.ROOT: adapters.abstract()}
+      trainable = trainable or '|'.join(
+        f'(?:{r})' for r in (adapters.trainable_regex(), train_also) if r
+      )
     trainable = partition.trainable_paths(abstract_params, trainable)
     masked = partition.trainable_paths(abstract_params, masked, key='init (masks of the scheme)')
     masked = masked or frozenset()
@@ -169,6 +189,8 @@ class Setup:
     def init(key, dropout_key, pretrained=None, pretrained_state=None):
       state, masks = init_model(key, pretrained, pretrained_state)
       params, model_state = pure_variables(state)
+      if adapters is not None:
+        params = adapters.attach(jax.random.fold_in(key, 2), params)
       return new_state(params, model_state, full_masks(params, masks), dropout_key)
 
     def from_params(params, model_state, masks, key, dropout_key):
@@ -204,11 +226,12 @@ class Setup:
     abstract = jax.tree.map(
       lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
     )
-    return cls(graphdef, shardings, abstract, init, from_params, tx, trainable, masked)
+    return cls(graphdef, shardings, abstract, init, from_params, tx, trainable, masked, adapters)
 
   def merge(self, params, model_state) -> nnx.Module:
-    """The `nnx.Module` holding these params and other variables (nested dicts; no copy)."""
-    return nnx.merge(self.graphdef, params, model_state)
+    """The `nnx.Module` holding these params and other variables (nested dicts; no copy);
+    adapters, if any, folded into their kernels."""
+    return ii.adapters.merge_module(self.graphdef, params, model_state)
 
   def model(self, state: TrainState) -> nnx.Module:
     """The `nnx.Module` holding `state`'s params and model state (no copy)."""
@@ -217,6 +240,23 @@ class Setup:
 
 def _paths(tree) -> list[str]:
   return [path_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
+
+
+def _adapters(abstract_vars, param_sh, lora: dict) -> ii.adapters.Adapters:
+  """The run's adapters over the abstract model's params (logical names give the fans)."""
+  params = nnx.split_state(abstract_vars, nnx.Param, ...)[0]
+  specs = {p: s.spec for p, s in _path_items(param_sh)}
+  return ii.adapters.resolve(ii.leaves(params), shardings=specs, **lora)
+
+
+def adapters_of(abstract_vars, var_shardings, lora: dict) -> ii.adapters.Adapters:
+  """The adapters a run recorded (config.json 'adapters': `Setup.create`'s `lora` options)
+  over an abstract model and its variables' shardings."""
+  return _adapters(abstract_vars, pure_variables(var_shardings)[0], lora)
+
+
+def _path_items(tree):
+  return [(path_str(p), x) for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]]
 
 
 def _abstract_and_shardings(model_fn, mesh, axis_rules, fsdp_axis):

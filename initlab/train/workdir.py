@@ -115,10 +115,11 @@ def check_resumable(restored: ckpt_lib.Restored, config, directory) -> None:
 
 
 def config_changes(saved, current, ignore=rundir.RESUMABLE) -> dict[str, tuple[Any, Any]]:
-  """`rundir.changed_keys` minus what a run derives from its config ('built_model'), an
+  """`rundir.changed_keys` minus what a run derives from its config ('built_model',
+  'adapters'), an
   unset `init.pretrained`, and keys that configs older than the key lack while the current
   config holds the key's default (e.g. `parametrization.*`, `train.loss`)."""
-  changes = rundir.changed_keys(saved, current, tuple(ignore) + ('built_model',))
+  changes = rundir.changed_keys(saved, current, tuple(ignore) + ('built_model', 'adapters'))
   if not any(changes.get('init.pretrained', ('x',))):
     changes.pop('init.pretrained', None)
   defaults = rundir.flatten(rundir.encode(config_dict(config_lib.default_config())))
