@@ -3,7 +3,9 @@
     <run>/config.json              the run's config (`config_dict`), written before training
     <run>/summary.json             {"final": {"train/loss", "eval/accuracy", ...}, "steps",
                                     "wall_s" (all processes that trained it), "resumed_from",
-                                    "eval_examples", "provenance", ["error"]}
+                                    "eval_examples", "init_s" (seconds of the staged init,
+                                    compilation included; null if resumed), "provenance",
+                                    ["error"]}
     <run>/metrics.jsonl            {"step": int, "split": "train"|"eval", name: value, ...}
     <run>/init_diagnostics.json    `initlab.diagnostics.measure(...).to_dict()`
     <run>/checkpoints/<step>/      Orbax: train state, data-iterator state, config

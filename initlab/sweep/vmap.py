@@ -307,6 +307,7 @@ def _train_stack(program: _Program, items, start: int, callbacks) -> dict[str, d
       wall_s=r.wall_s(),
       resumed_from=start if items[k][4] else None,
       eval_examples=view.eval_examples,
+      init_s=r.init_s,
       provenance=provenance,
       vmap_trials=len(runs),
     )

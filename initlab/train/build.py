@@ -128,6 +128,7 @@ class Run:
       self.workdir / CHECKPOINT_DIR, keep=config.train.keep_checkpoints
     )
     self._eval_batches = None
+    self.init_s = None  # Seconds of the staged init (compilation included); None if resumed.
     self.eval_examples = None  # Examples (tokens for an LM) of the last evaluation.
     self._wall_start, self._wall_before = time.time(), 0.0
 
@@ -177,7 +178,10 @@ class Run:
       workdir_lib.check_resumable(restored, self.config, self.checkpointer.directory)
       self._wall_before = float((restored.meta or {}).get('wall_s') or 0.0)
       return from_checkpoint(restored.state), restored.data_state, True
-    return pipeline.initial_state(self), None, False
+    start = time.time()
+    state = jax.block_until_ready(pipeline.initial_state(self))
+    self.init_s = time.time() - start
+    return state, None, False
 
   def restore(self, step: int | None = None) -> state_lib.TrainState | None:
     """The checkpointed state at `step` (default: the newest readable), or None."""

@@ -7,7 +7,8 @@
     workdir/metrics.jsonl, tb/     train metrics every `log_every` steps, eval metrics
     workdir/init_diagnostics.json  signal propagation at init (`diagnostics_at_init`)
     workdir/summary.json           {"final": {"train/loss", "eval/accuracy", ...}, "steps",
-                                    "wall_s", "resumed_from", "eval_examples", "provenance"}
+                                    "wall_s", "resumed_from", "eval_examples", "init_s"
+                                    (the staged init's seconds), "provenance"}
 
 (names and JSON rule: `initlab.rundir`; the report over them is `initlab.report`, which the
 entry point and the study runners build). The run resumes from the newest readable
@@ -160,6 +161,7 @@ def run(
           wall_s=r.wall_s(),
           resumed_from=start if resumed else None,
           eval_examples=r.eval_examples,
+          init_s=r.init_s,
           provenance=provenance.environment(),
         )
         write_json(r.workdir / SUMMARY_NAME, summary)
