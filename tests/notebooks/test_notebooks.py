@@ -23,6 +23,7 @@ EXPECT = {
     ['| group | dense width | ratio | cropped width |', '| arm | test accuracy |'],
     1,
   ),
+  'lora_init': (['| method | reconstruction error |', '| arm | final eval loss |'], 2),
   'learngene': (
     ["| L' | SWS layer map", '| arm | final eval loss |', '| teacher block tensor |'],
     1,
