@@ -58,6 +58,8 @@ class Target:
     batch_axes, row_axes, col_axes: its axes in the matrix view (rows: in + receptive).
     rank, alpha, rslora: the adapter's rank r and scale s = alpha/r (alpha/√r).
     sharding: the kernel's `PartitionSpec` entries per axis (for the adapter's), or None.
+    scale_rank: the r of the scale when the adapter is allocated wider than the configured
+      rank (EVA's redistribution: rank = round(ρ·r) columns, masks keep k_ℓ of them), or None.
   """
 
   path: str
@@ -70,6 +72,7 @@ class Target:
   alpha: float
   rslora: bool = False
   sharding: tuple | None = None
+  scale_rank: int | None = None
 
   @property
   def batch_shape(self) -> tuple[int, ...]:
@@ -85,7 +88,8 @@ class Target:
 
   @property
   def scale(self) -> float:
-    return self.alpha / (math.sqrt(self.rank) if self.rslora else self.rank)
+    r = self.scale_rank or self.rank
+    return self.alpha / (math.sqrt(r) if self.rslora else r)
 
   @property
   def _order(self) -> tuple[int, ...]:
@@ -231,11 +235,14 @@ def resolve(
   kind: str = 'lora',
   shardings: dict[str, PartitionSpec] | None = None,
   key: str = 'lora',
+  rank_factor: float = 1.0,
 ) -> Adapters:
   """The `Adapters` for the kernels among `leaves` (with logical names, as `tree.leaves` of
   an abstract NNX state gives) whose paths fully match `targets`.
 
   `alpha` 0 means alpha = rank (s = 1). `shardings`: {path: the kernel's PartitionSpec}.
+  `rank_factor` > 1 allocates min(round(rank_factor·rank), n, m) columns per adapter (its
+  scale keeps `rank`): room for a scheme that redistributes ranks under masks (EVA's ρ).
   Errors (one line, naming `key`.<option>): a bad regex, a regex matching no kernel (some
   kernel paths listed), a matched param that is not a kernel, rank < 1 or > min(n, m).
   """
@@ -282,6 +289,9 @@ def resolve(
         f'config.{key}.rank: {rank} exceeds min(in, out) = {min(t.n, t.m)} of {leaf.path!r} '
         f'(matrix view {t.n}x{t.m} of shape {t.shape})'
       )
+    if rank_factor > 1:
+      wide = min(round(rank_factor * rank), t.n, t.m)
+      t = dataclasses.replace(t, rank=wide, scale_rank=rank)
     chosen.append(t)
   if not chosen:
     raise ConfigError(

@@ -128,7 +128,9 @@ def lora_options(run) -> dict | None:
   if len(kinds) > 1:
     raise config_lib.ConfigError(f'config.init: parts of the scheme ask for adapter kinds {kinds}')
   kind = kinds.pop() if kinds else 'lora'
+  factor = max([getattr(p, 'adapter_rank_factor', 1.0) for _, p in run.plan.parts], default=1.0)
   return dict(
+    rank_factor=float(factor),
     targets=lora.targets, rank=lora.rank, alpha=lora.alpha, rslora=lora.rslora, kind=kind,
     train_also=lora.get('train_also', ''),
   )  # fmt: skip

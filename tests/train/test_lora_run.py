@@ -204,7 +204,7 @@ def test_eva_components_are_the_pca_of_the_target_inputs(lm_base, text_dir, tmp_
 
   run0, state0, _ = lm_base
   c = _lm(text_dir, 'eva')
-  c.init.eva = dict(num_batches=1)
+  c.init.eva = dict(num_batches=1, rho=1.0)
   run = train.Run(c, tmp_path / 'eva')
   state = run.initial_state()[0]
   for path, value in _flat(ii.adapters.split(state0.params)[0]).items():
@@ -240,3 +240,30 @@ def test_lora_sb_trains_only_r_and_keeps_the_base(lm_base, text_dir, tmp_path):
   adapter = state.params['lora']['blocks']['mlp']['fc1']['kernel']
   r = np.asarray(adapter['lora_r'][0])
   assert np.allclose(r, np.diag(np.diag(r))) and np.all(np.diag(r) > 0)
+
+
+def test_eva_redistributes_ranks_under_masks(text_dir, tmp_path):
+  """rho = 2: adapters are 8 wide (r = 4), each layer keeps k_l columns (the global top R =
+  4 x layers of the pooled explained-variance ratios), the rest stays exactly 0 in training;
+  the scale is still alpha / 4."""
+  c = _lm(text_dir, 'eva', targets=r'blocks/(attn/query|mlp/(fc1|fc2))/kernel')
+  c.init.eva = dict(num_batches=1, rho=2.0)
+  c.train.steps = 3
+  result = train.run(c, tmp_path / 'eva')
+  run, state = result.run, result.state
+  t = run.setup.adapters.target('blocks/mlp/fc1/kernel')
+  assert (t.rank, t.scale_rank, t.scale) == (8, 4, 2.0)
+  kept = []
+  for t in run.setup.adapters.targets:
+    node = state.params['lora']
+    mask = state.masks['lora']
+    for k in t.path.split('/'):
+      node, mask = node[k], mask[k]
+    used = np.asarray(mask['lora_a'])[:, 0, :]  # (layers, 8): the kept columns
+    assert np.all(np.asarray(node['lora_a'])[~np.asarray(mask['lora_a'])] == 0)
+    assert np.all(np.asarray(node['lora_b'])[~np.asarray(mask['lora_b'])] == 0)
+    for row in used:  # The kept columns come first.
+      k = int(row.sum())
+      assert row[:k].all() and not row[k:].any()
+      kept.append(k)
+  assert sum(kept) == 4 * len(kept) and len(set(kept)) > 1, kept

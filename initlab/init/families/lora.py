@@ -36,7 +36,7 @@ from initlab.init import lora
 from initlab.init.families import capture
 from initlab.init.registry import get_scheme, register_scheme
 from initlab.init.rules import leaf_key
-from initlab.init.schemes import chain, with_stage
+from initlab.init.schemes import SchemeResult, chain, with_stage
 
 WEIGHT_ONLY = {
   'lora_default': 'default',
@@ -313,10 +313,10 @@ def corda(num_batches: int = 8, mode: str = 'ipm', normalize: str = 'peft', damp
   )
 
 
-def _input_pca(num_batches: int, rank: int, name: str):
-  """{target path: {'components': (*batch, r, n), 'singular_values': (*batch, r)}}: the
-  incremental PCA (`lora.ipca_update`, mean-centred) of each target's input rows (every
-  token of every sample) over the batches, one state per slice of a stacked kernel."""
+def _input_pca(num_batches: int, name: str):
+  """{target path: IncrementalPCA per slice ({index: state}; None for an unstacked kernel)}:
+  the mean-centred incremental PCA (`lora.ipca_update`) of each target's input rows (every
+  token of every sample) over the batches, with as many components as the adapter's rank."""
 
   def extras(params, ctx, adapters):
     data = ctx.data
@@ -328,59 +328,92 @@ def _input_pca(num_batches: int, rank: int, name: str):
       for (path, index), inputs in record:
         if path in targets:
           r = _input_rows(targets[path], inputs, name)
-          out[f'{path}@{index}'] = r.reshape(-1, r.shape[-1]).astype(jnp.float32)
+          out[(path, index)] = r.reshape(-1, r.shape[-1]).astype(jnp.float32)
       return out
 
     fn = jax.jit(rows)
-    states = {}
+    states = collections.defaultdict(dict)
     for batch in data.batches[:num_batches]:
-      for unit, x in fn(params, data.inputs(batch)).items():
-        if x.shape[0] < rank:
-          raise ValueError(f'{name}: {x.shape[0]} input rows of {unit!r} < rank {rank}')
-        state = states.get(unit) or lora.ipca_init(x.shape[1], rank)
-        states[unit] = lora.ipca_update(state, x)
-    out = {}
-    for t in adapters.targets:
-      units = sorted(
-        (u for u in states if u.rsplit('@', 1)[0] == t.path),
-        key=lambda u: -1 if u.endswith('@None') else int(u.rsplit('@', 1)[1]),
-      )
-      if not units:
-        raise ValueError(f'{name}: the model never ran the module of {t.path!r}')
-      comps = jnp.stack([states[u].components for u in units])
-      values = jnp.stack([states[u].singular_values for u in units])
-      if units[0].endswith('@None'):
-        comps, values = comps[0], values[0]
-      out[t.path] = {'components': comps, 'singular_values': values}
-    return out
+      for (path, index), x in fn(params, data.inputs(batch)).items():
+        k = targets[path].rank
+        if x.shape[0] < k:
+          raise ValueError(f'{name}: {x.shape[0]} input rows of {path!r} < rank {k}')
+        state = states[path].get(index) or lora.ipca_init(x.shape[1], k)
+        states[path][index] = lora.ipca_update(state, x)
+    missing = [t.path for t in adapters.targets if t.path not in states]
+    if missing:
+      raise ValueError(f'{name}: the model never ran the module of {missing[0]!r}')
+    return states
 
   return extras
 
 
 @register_scheme(
-  'eva', description='EVA: A = top-r PCA directions of each target input, B = 0 (2410.07170)'
+  'eva', description='EVA: A = top PCA directions of each target input, ranks redistributed, B = 0'
 )
-def eva(num_batches: int = 8, rho: float = 1.0, whiten: bool = False):
-  """EVA without rank redistribution (rho = 1, the paper's setting that keeps every layer's
-  rank; rho > 1 changes the adapters' shapes per layer from data and is refused)."""
-  if rho != 1:
-    raise ConfigError(
-      f'config.init.eva.rho: {rho!r}; only 1 (no rank redistribution) is supported: '
-      'redistributed ranks would give every adapter its own data-chosen shape'
-    )
+def eva(num_batches: int = 8, rho: float = 2.0, whiten: bool = False):
+  """EVA (arXiv 2410.07170, §3): per adapted layer (each slice of a stacked kernel), the
+  incremental PCA of its inputs; the explained-variance ratios of every layer's first
+  round(ρ·r) components are pooled and the global top R = Σ r kept (`lora.eva_ranks`), so
+  layer ℓ gets k_ℓ components. Adapters are allocated round(ρ·r) wide (capped at min(n, m))
+  and masked to k_ℓ columns of lora_a and rows of lora_b (the run keeps masked entries at 0);
+  the scale stays α/r (PEFT's adjust_scaling_factors). lora_a = the top-k_ℓ components
+  (÷ √S with `whiten`), lora_b = 0: the base model's output at step 0. ρ = 1 keeps every r."""
+  if not rho >= 1:
+    raise ConfigError(f'config.init.eva.rho: {rho!r}; expected a float >= 1 (1: no redistribution)')
   _check_batches('eva', num_batches)
 
-  def factorize(matrix, key, pca, t):
+  def part(key, params, ctx=None):
     del key
-    a = pca['components'].T  # (n, r)
-    if whiten:
-      a = a / jnp.sqrt(pca['singular_values'])[None, :]
-    return {'lora_a': a, 'lora_b': jnp.zeros((t.rank, t.m), jnp.float32)}
+    adapters = _adapters(ctx, 'eva', 'lora')
+    states = _input_pca(num_batches, 'eva')(params, ctx, adapters)
+    units = [(t, i) for t in adapters.targets for i in sorted(states[t.path], key=_index)]
+    evrs = {(t.path, i): states[t.path][i].explained_variance_ratio for t, i in units}
+    ranks = lora.eva_ranks(
+      {f'{p}@{i}': v for (p, i), v in evrs.items()},
+      {f'{t.path}@{i}': t.scale_rank or t.rank for t, i in units},
+      rho=rho,
+    )
+    base, tree = adapters_lib.split(params)
+    masks: dict = {}
+    for t in adapters.targets:
+      a_slices, keep = [], []
+      for i in sorted(states[t.path], key=_index):
+        state, k = states[t.path][i], ranks[f'{t.path}@{i}']
+        a = state.components.T  # (n, rank)
+        if whiten:
+          a = a / jnp.sqrt(jnp.maximum(state.singular_values, 1e-12))[None, :]
+        used = jnp.arange(t.rank) < k
+        a_slices.append(jnp.where(used[None, :], a, 0.0))
+        keep.append(used)
+      a = jnp.stack(a_slices) if t.batch_shape else a_slices[0]
+      used = jnp.stack(keep) if t.batch_shape else keep[0]
+      a = a.reshape(t.batch_shape + (t.n, t.rank)).astype(t.dtype)
+      used = used.reshape(t.batch_shape + (t.rank,))
+      keys = t.path.split('/')
+      tree = adapters_lib._set(tree, keys + ['lora_a'], a)
+      tree = adapters_lib._set(
+        tree, keys + ['lora_b'], jnp.zeros(t.batch_shape + (t.rank, t.m), t.dtype)
+      )
+      if rho > 1:
+        node = masks
+        for k in [adapters_lib.ROOT] + keys:
+          node = node.setdefault(k, {})
+        node['lora_a'] = jnp.broadcast_to(used[..., None, :], t.batch_shape + (t.n, t.rank))
+        node['lora_b'] = jnp.broadcast_to(used[..., :, None], t.batch_shape + (t.rank, t.m))
+    out = {**base, adapters_lib.ROOT: tree}
+    return SchemeResult(out, masks=masks) if masks else out
 
-  def extras(params, ctx, adapters):
-    return _input_pca(num_batches, adapters.targets[0].rank, 'eva')(params, ctx, adapters)
+  attrs = dict(num_batches=num_batches, adapter_kind='lora')
+  if rho > 1:
+    attrs.update(masks=rf'{adapters_lib.ROOT}/.*/lora_(a|b)', adapter_rank_factor=float(rho))
+  scheme = chain(_base(), with_stage(part, 'data', **attrs), warn=False)
+  scheme.adapter_kind = 'lora'
+  return scheme
 
-  return _scheme('eva', factorize, num_batches=num_batches, extras=extras)
+
+def _index(i):
+  return -1 if i is None else i
 
 
 def _check_batches(name: str, num_batches: int) -> None:
