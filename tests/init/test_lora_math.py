@@ -315,7 +315,7 @@ def test_loldu_factors_reproduce_w_with_scipy_pivoting():
 
 def test_loftq_alternation_reduces_the_quantization_error():
   k = _kernel()
-  base = np.linalg.norm(k - np.asarray(lora.fake_quantize(k)))
+  base = np.linalg.norm(k - np.asarray(lora.fake_quantize(k.T)).T)
   errors = []
   for num_iter in range(1, 6):
     q, a, b = _np(*lora.loftq(k, R, alpha=ALPHA, num_iter=num_iter))
@@ -323,9 +323,11 @@ def test_loftq_alternation_reduces_the_quantization_error():
   assert errors[0] < base
   assert all(e2 <= e1 * (1 + 1e-9) for e1, e2 in itertools.pairwise(errors)), errors
   assert errors[-1] < errors[0]
-  # T = 1: Q = Q(K) and s·a@b is the best rank-r part of K - Q(K).
+  # T = 1: Q = Q(K) (blocks along W = Kᵀ's rows, bitsandbytes' order) and s·a@b is the best
+  # rank-r part of K - Q(K).
   q, a, b = _np(*lora.loftq(k, R, alpha=ALPHA))
-  np.testing.assert_allclose(q, lora.fake_quantize(k), atol=0)
+  np.testing.assert_allclose(q, np.asarray(lora.fake_quantize(k.T)).T, atol=0)
+  assert np.any(q != np.asarray(lora.fake_quantize(k)))  # Which the kernel's own order is not.
   np.testing.assert_allclose(S * a @ b, _part(k - q, slice(0, R)), atol=1e-12)
 
 
@@ -494,7 +496,7 @@ def test_decompose_dispatches_with_options_and_rslora():
     for x, y in zip(out, direct):
       np.testing.assert_array_equal(x, y)
   q, a, b = _np(*lora.decompose(_kernel(), R, 'loftq', method='int', num_bits=4))
-  np.testing.assert_array_equal(q, lora.fake_quantize(_kernel(), 4, 'int'))
+  np.testing.assert_array_equal(q, np.asarray(lora.fake_quantize(_kernel().T, 4, 'int')).T)
   _, a, b = _np(*lora.decompose(_kernel(), R, 'pissa', alpha=ALPHA, rslora=True))
   np.testing.assert_allclose(ALPHA / np.sqrt(R) * a @ b, _part(_kernel(), slice(0, R)), atol=1e-12)
 

@@ -328,6 +328,8 @@ def loftq(
   Q_t = fake_quantize(K - s·a@b);  K - Q_t = U S Vᵀ;  lora_a = U_r √(S_r/s), lora_b = √(S_r/s) V_rᵀ.
 
   Returns (Q_T, a, b): the residual is the quantized base, so Q_T + s·a@b only approximates K.
+  Quantization blocks of `block_size` run along the rows of W = Kᵀ (bitsandbytes' layout, so
+  Q matches PEFT's NF4 base).
   compat_peft_loftq_scaling=True reproduces PEFT (huggingface/peft issue #1982): no 1/s in the
   factors and Q_t = fake_quantize(K - a@b), which is off by s when s != 1.
   """
@@ -353,7 +355,8 @@ def loftq(
 def _one_loftq(kk: jax.Array, c, num_iter, table, rank: int, block_size: int):
   def step(_, carry):
     _, a, b = carry
-    q = quant.fake_quantize_with(kk - c * _util.mm(a, b), table, block_size)
+    # Blocks run along W = Kᵀ's rows (PyTorch's memory order), as bitsandbytes' (PEFT's) do.
+    q = quant.fake_quantize_with((kk - c * _util.mm(a, b)).T, table, block_size).T
     u, sv, vt = jnp.linalg.svd(kk - q, full_matrices=False)
     root = jnp.sqrt(sv[:rank] / c)
     return q, u[:, :rank] * root, root[:, None] * vt[:rank]
