@@ -209,19 +209,19 @@ class Adapters:
     params = dict(params)
     lora = params.pop(ROOT)
     for t in self.targets:
-      adapter = _get(lora, t.path.split('/'))
-      kernel = _get(params, t.path.split('/'))
+      adapter = get_at(lora, t.path.split('/'))
+      kernel = get_at(params, t.path.split('/'))
       update = t.from_matrix(self.delta(adapter, t))
-      params = _set(params, t.path.split('/'), (kernel + update).astype(kernel.dtype))
+      params = set_at(params, t.path.split('/'), (kernel + update).astype(kernel.dtype))
     return params
 
   def unfold(self, merged: dict, lora: dict) -> dict:
     """The inverse of `fold` (unmerge): the base kernels `merged − update`, with `lora`."""
     params = dict(merged)
     for t in self.targets:
-      update = t.from_matrix(self.delta(_get(lora, t.path.split('/')), t))
-      kernel = _get(params, t.path.split('/'))
-      params = _set(params, t.path.split('/'), (kernel - update).astype(kernel.dtype))
+      update = t.from_matrix(self.delta(get_at(lora, t.path.split('/')), t))
+      kernel = get_at(params, t.path.split('/'))
+      params = set_at(params, t.path.split('/'), (kernel - update).astype(kernel.dtype))
     return {**params, ROOT: lora}
 
 
@@ -342,7 +342,8 @@ def _key(tree, k):
   return k
 
 
-def _get(tree, keys):
+def get_at(tree, keys):
+  """The node of nested dict `tree` at `keys` (path segments; '0' finds an int key 0)."""
   for k in keys:
     tree = tree[_key(tree, k)]
   return tree
@@ -354,9 +355,9 @@ def _put(tree: dict, keys, value) -> None:
   tree[keys[-1]] = value
 
 
-def _set(tree: dict, keys, value) -> dict:
+def set_at(tree: dict, keys, value) -> dict:
   """A copy of `tree` (copied along `keys` only) with `value` at `keys`."""
   out = dict(tree)
   k = _key(tree, keys[0])
-  out[k] = value if len(keys) == 1 else _set(tree[k], keys[1:], value)
+  out[k] = value if len(keys) == 1 else set_at(tree[k], keys[1:], value)
   return out

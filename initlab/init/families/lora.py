@@ -90,7 +90,7 @@ def _scheme(name: str, factorize: Callable, *, kind='lora', num_batches=0, extra
       t0 = targets[0]
       mats, keys, data, sizes = [], [], [], []
       for t in targets:
-        matrix = t.to_matrix(adapters_lib._get(base, t.path.split('/')))
+        matrix = t.to_matrix(adapters_lib.get_at(base, t.path.split('/')))
         count = max(1, int(jnp.prod(jnp.array(t.batch_shape))))
         mats.append(matrix.reshape(count, t.n, t.m))
         keys.append(jax.random.split(leaf_key(key, t.path), count))
@@ -111,9 +111,9 @@ def _scheme(name: str, factorize: Callable, *, kind='lora', num_batches=0, extra
         for k, v in piece.items():
           v = v.reshape(t.batch_shape + v.shape[1:]).astype(t.dtype)
           if k == 'residual':
-            base = adapters_lib._set(base, t.path.split('/'), t.from_matrix(v))
+            base = adapters_lib.set_at(base, t.path.split('/'), t.from_matrix(v))
           else:
-            tree = adapters_lib._set(tree, t.path.split('/') + [k], v)
+            tree = adapters_lib.set_at(tree, t.path.split('/') + [k], v)
     return {**base, adapters_lib.ROOT: tree}
 
   part = with_stage(part, 'data', num_batches=num_batches, adapter_kind=kind)
@@ -184,7 +184,7 @@ def _gradients(num_batches: int, name: str):
       total = g if total is None else jax.tree.map(jnp.add, total, g)
     count = len(data.batches[:num_batches])
     return {
-      t.path: t.to_matrix(adapters_lib._get(total, t.path.split('/'))) / count
+      t.path: t.to_matrix(adapters_lib.get_at(total, t.path.split('/'))) / count
       for t in adapters.targets
     }
 
@@ -391,8 +391,8 @@ def eva(num_batches: int = 8, rho: float = 2.0, whiten: bool = False):
       a = a.reshape(t.batch_shape + (t.n, t.rank)).astype(t.dtype)
       used = used.reshape(t.batch_shape + (t.rank,))
       keys = t.path.split('/')
-      tree = adapters_lib._set(tree, keys + ['lora_a'], a)
-      tree = adapters_lib._set(
+      tree = adapters_lib.set_at(tree, keys + ['lora_a'], a)
+      tree = adapters_lib.set_at(
         tree, keys + ['lora_b'], jnp.zeros(t.batch_shape + (t.rank, t.m), t.dtype)
       )
       if rho > 1:
