@@ -160,6 +160,10 @@ def test_bad_lora_config_is_one_line(data_dir, tmp_path):
     config_lib.ConfigError, match=r'initializes low-rank adapters: set config.lora'
   ):
     train.Run(c, tmp_path / 'd')
+  c.lora.targets, c.init.name = r'head/kernel', 'lora_ga'
+  c.init.lora_ga = dict(num_batches=0)  # A data-dependent scheme given no data.
+  with pytest.raises(config_lib.ConfigError, match=r'lora_ga.num_batches: expected an int >= 1'):
+    train.Run(c, tmp_path / 'f')
   c.lora.targets, c.init.name = r'head/kernel', 'corda'
   c.init.corda = dict(mode='both')
   with pytest.raises(config_lib.ConfigError, match=r"corda.mode: 'both'; valid: 'ipm', 'kpm'"):
