@@ -18,7 +18,7 @@ Arguments:
   rank: the adapters' rank (alpha = rank: s = 1, as PiSSA's and MiLoRA's code).
   smoke: seconds on a CPU (width 32, a few steps).
 
-Sizes are a CPU study's (experiments/lora_init/): width 128 (LM) / 64 (ViT), 4 layers,
+Sizes are a CPU study's (experiments/lora_init/): width 64, 4 layers, 4 heads,
 AdamW with warmup and cosine decay; fine-tuning uses one learning rate for every adapter
 init (1e-3, 3e-4 for full fine-tuning), so the inits are compared as they start, not as
 their own learning rates were tuned.
@@ -45,7 +45,7 @@ def _choice(name, value, valid):
 
 def _lm(role: str, smoke: bool):
   config = config_lib.load(LM_BASE, 'smoke' if smoke else None)
-  dim = 32 if smoke else 128
+  dim = 32 if smoke else 64
   config.model.update(dict(dim=dim, depth=2 if smoke else 4, num_heads=2 if smoke else 4))
   config.data.seq_len = config.model.max_len = 32 if smoke else 64
   config.data.train_split = 'train[:50%]' if role == 'pretrain' else 'train[50%:]'
