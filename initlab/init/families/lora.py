@@ -29,6 +29,7 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from initlab.errors import ConfigError
 from initlab.init import adapters as adapters_lib
@@ -376,31 +377,28 @@ def eva(num_batches: int = 8, rho: float = 2.0, whiten: bool = False):
     )
     base, tree = adapters_lib.split(params)
     masks: dict = {}
-    for t in adapters.targets:
+    for t in adapters.targets:  # On the host: small arrays, no per-shape eager compiles.
       a_slices, keep = [], []
       for i in sorted(states[t.path], key=_index):
-        state, k = states[t.path][i], ranks[f'{t.path}@{i}']
-        a = state.components.T  # (n, rank)
+        state, k = jax.device_get(states[t.path][i]), ranks[f'{t.path}@{i}']
+        a = np.asarray(state.components, np.float32).T  # (n, rank)
         if whiten:
-          a = a / jnp.sqrt(jnp.maximum(state.singular_values, 1e-12))[None, :]
-        used = jnp.arange(t.rank) < k
-        a_slices.append(jnp.where(used[None, :], a, 0.0))
+          a = a / np.sqrt(np.maximum(np.asarray(state.singular_values), 1e-12))[None, :]
+        used = np.arange(t.rank) < k
+        a_slices.append(np.where(used[None, :], a, 0.0))
         keep.append(used)
-      a = jnp.stack(a_slices) if t.batch_shape else a_slices[0]
-      used = jnp.stack(keep) if t.batch_shape else keep[0]
-      a = a.reshape(t.batch_shape + (t.n, t.rank)).astype(t.dtype)
-      used = used.reshape(t.batch_shape + (t.rank,))
+      a = np.stack(a_slices).reshape(t.batch_shape + (t.n, t.rank))
+      used = np.stack(keep).reshape(t.batch_shape + (t.rank,))
       keys = t.path.split('/')
-      tree = adapters_lib.set_at(tree, keys + ['lora_a'], a)
-      tree = adapters_lib.set_at(
-        tree, keys + ['lora_b'], jnp.zeros(t.batch_shape + (t.rank, t.m), t.dtype)
-      )
+      tree = adapters_lib.set_at(tree, keys + ['lora_a'], jnp.asarray(a, t.dtype))
+      b = np.zeros(t.batch_shape + (t.rank, t.m))
+      tree = adapters_lib.set_at(tree, keys + ['lora_b'], jnp.asarray(b, t.dtype))
       if rho > 1:
         node = masks
         for k in [adapters_lib.ROOT] + keys:
           node = node.setdefault(k, {})
-        node['lora_a'] = jnp.broadcast_to(used[..., None, :], t.batch_shape + (t.n, t.rank))
-        node['lora_b'] = jnp.broadcast_to(used[..., :, None], t.batch_shape + (t.rank, t.m))
+        node['lora_a'] = np.broadcast_to(used[..., None, :], t.batch_shape + (t.n, t.rank))
+        node['lora_b'] = np.broadcast_to(used[..., :, None], t.batch_shape + (t.rank, t.m))
     out = {**base, adapters_lib.ROOT: tree}
     return SchemeResult(out, masks=masks) if masks else out
 
