@@ -55,6 +55,7 @@ def parse_args(argv=None):
   p.add_argument('--smoke', action='store_true')
   p.add_argument('--tasks', default=','.join(TASKS))
   p.add_argument('--schemes', default='', help='comma-separated subset of SCHEMES')
+  p.add_argument('--ranks', default='', help='comma-separated subset of RANKS')
   p.add_argument('--phase', default='all', choices=('all', 'train', 'collect'))
   p.add_argument('--out', default=None, help='default: this folder; /tmp/lora_smoke if --smoke')
   args = p.parse_args(argv)
@@ -68,7 +69,8 @@ def parse_args(argv=None):
     if s not in SCHEMES:
       p.error(f'--schemes: {s!r}; valid: {", ".join(SCHEMES)}')
   args.schemes = chosen or (SMOKE_SCHEMES if args.smoke else SCHEMES)
-  args.ranks = (4,) if args.smoke else RANKS
+  ranks = tuple(int(r) for r in args.ranks.split(',') if r)
+  args.ranks = ranks or ((4,) if args.smoke else RANKS)
   if args.smoke:
     args.seeds = 1
   return args
