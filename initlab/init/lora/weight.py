@@ -208,8 +208,12 @@ def olora(
 
 
 def _one_olora(kk: jax.Array, _, rank: int):
-  q, r = jnp.linalg.qr(kk.T, mode='reduced')
-  return r[:rank].T, q[:, :rank].T
+  # Q[:, :r] of W = QR depends only on W's first r columns, and R[:r] = Q[:, :r]ᵀ W: a QR of
+  # (m_out, r) instead of the full one (same Householder reflectors, so the same signs).
+  w = kk.T
+  q, r_head = jnp.linalg.qr(w[:, :rank], mode='reduced')
+  r = jnp.concatenate([r_head, _util.mm(q.T, w[:, rank:])], axis=1)  # R[:r], upper triangular.
+  return r.T, q.T
 
 
 @functools.partial(jax.jit, static_argnames=('rank', 'out'))
