@@ -25,6 +25,7 @@ MiLoRA, OLoRA, CorDA, LoRA-GA, LoLDU: W − s·BA, output-preserving; LoftQ: Q(W
 from __future__ import annotations
 
 import collections
+import math
 from typing import Callable
 
 import jax
@@ -92,7 +93,7 @@ def _scheme(name: str, factorize: Callable, *, kind='lora', num_batches=0, extra
       mats, keys, data, sizes = [], [], [], []
       for t in targets:
         matrix = t.to_matrix(adapters_lib.get_at(base, t.path.split('/')))
-        count = max(1, int(jnp.prod(jnp.array(t.batch_shape))))
+        count = math.prod(t.batch_shape)
         mats.append(matrix.reshape(count, t.n, t.m))
         keys.append(jax.random.split(leaf_key(key, t.path), count))
         if extra:
